@@ -1,0 +1,768 @@
+//! The event that flows from an input to the outputs, and its JSON encoding.
+//!
+//! An [`Event`] is cheap to build on the hot path: the message is a slice of the reader's
+//! buffer ([`Text`], no copy), what every event of one file shares (input id, path, host name,
+//! container metadata) sits behind one `Arc<Source>`, and the free-form fields are a map that
+//! stays empty (no allocation) until a processor writes to it. The finalizer (see `ack.rs`)
+//! travels with the event and must be resolved explicitly once the event is delivered; an
+//! event dropped unresolved counts as *not* delivered, so a position can never pass it.
+//!
+//! Field paths (`user.email`) address nested objects; the ECS fields the agent fills itself
+//! (`message`, `@timestamp`, `log.file.path`, `log.offset`, `host.name`, `input.id`,
+//! `input.type`, `log.flags`) are readable by the same paths, so conditions and templates treat
+//! them like any other field.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use crate::ack::Finalizer;
+
+/// Flag: the event joins several lines (`log.flags: [multiline]`).
+pub const FLAG_MULTILINE: u8 = 1;
+/// Flag: the line was cut at `max_line_bytes` (`log.flags: [truncated]`).
+pub const FLAG_TRUNCATED: u8 = 2;
+/// Flag: a timestamp processor found no format that fits (`log.flags: [timestamp_failed]`).
+pub const FLAG_TIMESTAMP_FAILED: u8 = 4;
+
+const FLAG_NAMES: [(u8, &str); 3] = [
+    (FLAG_MULTILINE, "multiline"),
+    (FLAG_TRUNCATED, "truncated"),
+    (FLAG_TIMESTAMP_FAILED, "timestamp_failed"),
+];
+
+/// UTF-8 text backed by a shared byte buffer: slicing a line out of a read buffer costs no
+/// copy. The invariant (valid UTF-8) is checked once, where the text is made.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Text(Bytes);
+
+impl Text {
+    /// Takes `bytes` if they are valid UTF-8; otherwise replaces invalid sequences with U+FFFD
+    /// and returns `(text, true)`.
+    pub fn from_bytes_lossy(bytes: Bytes) -> (Text, bool) {
+        match std::str::from_utf8(&bytes) {
+            Ok(_) => (Text(bytes), false),
+            Err(_) => {
+                let fixed = String::from_utf8_lossy(&bytes).into_owned();
+                (Text(Bytes::from(fixed)), true)
+            }
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // The constructor only ever stores valid UTF-8; fall back to "" rather than panic.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn bytes(&self) -> &Bytes {
+        &self.0
+    }
+}
+
+impl From<String> for Text {
+    fn from(s: String) -> Self {
+        Text(Bytes::from(s))
+    }
+}
+
+impl From<&str> for Text {
+    fn from(s: &str) -> Self {
+        Text(Bytes::copy_from_slice(s.as_bytes()))
+    }
+}
+
+impl std::fmt::Debug for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+/// What every event from one source (a file, a container stream) shares.
+#[derive(Debug, Default)]
+pub struct Source {
+    pub input_id: Arc<str>,
+    pub input_type: &'static str,
+    pub host_name: Arc<str>,
+    /// `log.file.path`; absent for sources that are not files.
+    pub path: Option<Arc<str>>,
+    /// Identity of the source file (fingerprint key), used for idempotent ids.
+    pub file_key: Arc<str>,
+    /// Read-only fields shared by every event of the source (input `fields`, container
+    /// metadata). An event's own fields win over these; a processor that changes one of them
+    /// first copies them into the event (see [`Event::materialize`]).
+    pub meta: Option<Arc<Map<String, Value>>>,
+    /// `stream` (stdout/stderr) for container logs.
+    pub stream: Option<&'static str>,
+}
+
+/// One log event.
+#[derive(Debug)]
+pub struct Event {
+    /// `@timestamp`, nanoseconds since the Unix epoch, UTC.
+    pub timestamp: i64,
+    /// `message`; `None` once a processor removed it.
+    pub message: Option<Text>,
+    /// `log.offset`: byte offset of the event's first byte in its source.
+    pub offset: u64,
+    pub flags: u8,
+    pub source: Arc<Source>,
+    /// Fields set by processors and inputs (nested JSON objects for dotted paths).
+    pub fields: Map<String, Value>,
+    /// Whether `source.meta` still applies (false once materialized into `fields`).
+    meta_live: bool,
+    pub finalizer: Finalizer,
+}
+
+impl Clone for Event {
+    fn clone(&self) -> Self {
+        Event {
+            timestamp: self.timestamp,
+            message: self.message.clone(),
+            offset: self.offset,
+            flags: self.flags,
+            source: self.source.clone(),
+            fields: self.fields.clone(),
+            meta_live: self.meta_live,
+            finalizer: self.finalizer.clone(),
+        }
+    }
+}
+
+/// A field value as seen by conditions and templates.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldRef<'a> {
+    Str(&'a str),
+    Owned(String),
+    Json(&'a Value),
+}
+
+impl FieldRef<'_> {
+    /// The value as text: strings as they are, other JSON values in their JSON form.
+    pub fn to_text(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            FieldRef::Str(s) => std::borrow::Cow::Borrowed(s),
+            FieldRef::Owned(s) => std::borrow::Cow::Borrowed(s.as_str()),
+            FieldRef::Json(Value::String(s)) => std::borrow::Cow::Borrowed(s.as_str()),
+            FieldRef::Json(v) => std::borrow::Cow::Owned(v.to_string()),
+        }
+    }
+}
+
+impl Event {
+    pub fn new(source: Arc<Source>, message: Text, offset: u64, timestamp: i64) -> Event {
+        let meta_live = source.meta.is_some();
+        Event {
+            timestamp,
+            message: Some(message),
+            offset,
+            flags: 0,
+            source,
+            fields: Map::new(),
+            meta_live,
+            finalizer: Finalizer::none(),
+        }
+    }
+
+    /// An event with no source file, for tests and synthetic events.
+    pub fn synthetic(input_id: &str, message: &str) -> Event {
+        let source = Arc::new(Source {
+            input_id: Arc::from(input_id),
+            input_type: "synthetic",
+            host_name: Arc::from(""),
+            ..Source::default()
+        });
+        Event::new(source, Text::from(message), 0, now_nanos())
+    }
+
+    pub fn message_str(&self) -> &str {
+        self.message.as_ref().map(Text::as_str).unwrap_or("")
+    }
+
+    /// Approximate encoded size, for batching by bytes.
+    pub fn size_hint(&self) -> usize {
+        let mut n = 160 + self.message.as_ref().map_or(0, Text::len);
+        n += self.source.path.as_ref().map_or(0, |p| p.len());
+        if !self.fields.is_empty() {
+            n += self.fields.len() * 32;
+            for v in self.fields.values() {
+                if let Value::String(s) = v {
+                    n += s.len();
+                }
+            }
+        }
+        if self.meta_live {
+            n += 64;
+        }
+        n
+    }
+
+    /// Copies the shared `source.meta` fields into this event's own fields, so that they can
+    /// be changed or removed. Called by every mutating accessor.
+    pub fn materialize(&mut self) {
+        if !self.meta_live {
+            return;
+        }
+        self.meta_live = false;
+        if let Some(meta) = self.source.meta.clone() {
+            for (k, v) in meta.iter() {
+                if !self.fields.contains_key(k) {
+                    self.fields.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+
+    fn meta(&self) -> Option<&Map<String, Value>> {
+        if self.meta_live {
+            self.source.meta.as_deref()
+        } else {
+            None
+        }
+    }
+
+    /// Reads a field by path. Built-in ECS fields first, then the event's fields (a literal
+    /// dotted key wins over nesting), then the source's shared metadata.
+    pub fn get(&self, path: &str) -> Option<FieldRef<'_>> {
+        match path {
+            "message" => {
+                if let Some(m) = &self.message {
+                    return Some(FieldRef::Str(m.as_str()));
+                }
+            }
+            "@timestamp" => return Some(FieldRef::Owned(format_rfc3339_nanos(self.timestamp))),
+            "log.file.path" => {
+                if let Some(p) = &self.source.path {
+                    return Some(FieldRef::Str(p));
+                }
+            }
+            "log.offset" if self.source.path.is_some() => {
+                return Some(FieldRef::Owned(self.offset.to_string()));
+            }
+            "host.name" => return Some(FieldRef::Str(&self.source.host_name)),
+            "input.id" => return Some(FieldRef::Str(&self.source.input_id)),
+            "input.type" => return Some(FieldRef::Str(self.source.input_type)),
+            "stream" => {
+                if let Some(s) = self.source.stream
+                    && !self.fields.contains_key("stream")
+                {
+                    return Some(FieldRef::Str(s));
+                }
+            }
+            _ => {}
+        }
+        if let Some(v) = lookup(&self.fields, path) {
+            return Some(FieldRef::Json(v));
+        }
+        self.meta()
+            .and_then(|m| lookup(m, path))
+            .map(FieldRef::Json)
+    }
+
+    /// Reads a field as a JSON value (for processors that need the value itself).
+    pub fn get_value(&self, path: &str) -> Option<Value> {
+        match self.get(path)? {
+            FieldRef::Str(s) => Some(Value::String(s.to_owned())),
+            FieldRef::Owned(s) => Some(Value::String(s)),
+            FieldRef::Json(v) => Some(v.clone()),
+        }
+    }
+
+    /// Sets a field by path, creating intermediate objects. `message` sets the message.
+    pub fn insert(&mut self, path: &str, value: Value) {
+        if path == "message" {
+            match value {
+                Value::String(s) => {
+                    self.message = Some(Text::from(s));
+                    return;
+                }
+                other => {
+                    self.message = None;
+                    self.materialize();
+                    self.fields.insert("message".to_owned(), other);
+                    return;
+                }
+            }
+        }
+        self.materialize();
+        insert_path(&mut self.fields, path, value);
+    }
+
+    /// Removes a field by path and returns it. `message` removes the message.
+    pub fn remove(&mut self, path: &str) -> Option<Value> {
+        if path == "message"
+            && let Some(m) = self.message.take()
+        {
+            return Some(Value::String(m.as_str().to_owned()));
+        }
+        self.materialize();
+        remove_path(&mut self.fields, path)
+    }
+
+    /// Mutable access to every string field of the event (message first), for redaction.
+    pub fn for_each_string_mut(&mut self, mut f: impl FnMut(&str, &mut String)) {
+        if let Some(m) = &self.message {
+            let mut s = m.as_str().to_owned();
+            let before = s.len();
+            let original = m.clone();
+            f("message", &mut s);
+            if s.len() != before || s != original.as_str() {
+                self.message = Some(Text::from(s));
+            }
+        }
+        self.materialize();
+        let mut path = String::new();
+        walk_strings_mut(&mut self.fields, &mut path, &mut f);
+    }
+
+    /// The names in `log.flags`.
+    pub fn flag_names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        FLAG_NAMES
+            .iter()
+            .filter(move |(bit, _)| self.flags & bit != 0)
+            .map(|(_, name)| *name)
+    }
+
+    /// Writes the event as one JSON object (no trailing newline) straight into `out`.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let fields = &self.fields;
+        let meta = self.meta();
+        // Top-level keys the agent builds itself; a decoded field of the same name is merged
+        // into them (slow path, rare) instead of producing a duplicate key.
+        let clash = |k: &str| fields.contains_key(k) || meta.is_some_and(|m| m.contains_key(k));
+        if clash("log") || clash("host") || clash("input") || clash("@timestamp") {
+            let v = self.to_value();
+            // Serializing a Value into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, &v);
+            return;
+        }
+        out.extend_from_slice(b"{\"@timestamp\":\"");
+        write_rfc3339_nanos(out, self.timestamp);
+        out.push(b'"');
+        if let Some(m) = &self.message {
+            out.extend_from_slice(b",\"message\":");
+            write_json_str(out, m.as_str());
+        }
+        out.extend_from_slice(b",\"log\":{");
+        let mut first = true;
+        if let Some(p) = &self.source.path {
+            out.extend_from_slice(b"\"file\":{\"path\":");
+            write_json_str(out, p);
+            out.extend_from_slice(b"},\"offset\":");
+            out.extend_from_slice(itoa_u64(self.offset).as_bytes());
+            first = false;
+        }
+        if self.flags != 0 {
+            if !first {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"\"flags\":[");
+            for (i, name) in self.flag_names().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.push(b'"');
+                out.extend_from_slice(name.as_bytes());
+                out.push(b'"');
+            }
+            out.push(b']');
+        }
+        out.extend_from_slice(b"},\"host\":{\"name\":");
+        write_json_str(out, &self.source.host_name);
+        out.extend_from_slice(b"},\"input\":{\"id\":");
+        write_json_str(out, &self.source.input_id);
+        out.extend_from_slice(b",\"type\":\"");
+        out.extend_from_slice(self.source.input_type.as_bytes());
+        out.extend_from_slice(b"\"}");
+        if let Some(s) = self.source.stream
+            && !fields.contains_key("stream")
+        {
+            out.extend_from_slice(b",\"stream\":\"");
+            out.extend_from_slice(s.as_bytes());
+            out.push(b'"');
+        }
+        if let Some(meta) = meta {
+            for (k, v) in meta {
+                if fields.contains_key(k) {
+                    continue;
+                }
+                write_member(out, k, v);
+            }
+        }
+        for (k, v) in fields {
+            write_member(out, k, v);
+        }
+        out.push(b'}');
+    }
+
+    /// The event as a JSON value (tests, dead letters, slow paths).
+    pub fn to_value(&self) -> Value {
+        let mut root = Map::new();
+        root.insert(
+            "@timestamp".into(),
+            Value::String(format_rfc3339_nanos(self.timestamp)),
+        );
+        if let Some(m) = &self.message {
+            root.insert("message".into(), Value::String(m.as_str().to_owned()));
+        }
+        let mut log = Map::new();
+        if let Some(p) = &self.source.path {
+            let mut file = Map::new();
+            file.insert("path".into(), Value::String(p.to_string()));
+            log.insert("file".into(), Value::Object(file));
+            log.insert("offset".into(), Value::from(self.offset));
+        }
+        if self.flags != 0 {
+            log.insert(
+                "flags".into(),
+                Value::Array(
+                    self.flag_names()
+                        .map(|n| Value::String(n.to_owned()))
+                        .collect(),
+                ),
+            );
+        }
+        root.insert("log".into(), Value::Object(log));
+        let mut host = Map::new();
+        host.insert(
+            "name".into(),
+            Value::String(self.source.host_name.to_string()),
+        );
+        root.insert("host".into(), Value::Object(host));
+        let mut input = Map::new();
+        input.insert("id".into(), Value::String(self.source.input_id.to_string()));
+        input.insert(
+            "type".into(),
+            Value::String(self.source.input_type.to_owned()),
+        );
+        root.insert("input".into(), Value::Object(input));
+        if let Some(s) = self.source.stream {
+            root.insert("stream".into(), Value::String(s.to_owned()));
+        }
+        if let Some(meta) = self.meta() {
+            for (k, v) in meta {
+                merge_value(&mut root, k, v.clone());
+            }
+        }
+        for (k, v) in &self.fields {
+            merge_value(&mut root, k, v.clone());
+        }
+        Value::Object(root)
+    }
+}
+
+fn merge_value(root: &mut Map<String, Value>, key: &str, value: Value) {
+    match (root.get_mut(key), value) {
+        (Some(Value::Object(existing)), Value::Object(incoming)) => {
+            for (k, v) in incoming {
+                merge_value(existing, &k, v);
+            }
+        }
+        (_, value) => {
+            root.insert(key.to_owned(), value);
+        }
+    }
+}
+
+fn write_member(out: &mut Vec<u8>, key: &str, value: &Value) {
+    out.push(b',');
+    write_json_str(out, key);
+    out.push(b':');
+    // Writing a Value into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, value);
+}
+
+/// Looks a path up in a map: the literal key first (`user.email` as one key), then nested.
+pub fn lookup<'a>(map: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+    if let Some(v) = map.get(path) {
+        return Some(v);
+    }
+    let (head, rest) = path.split_once('.')?;
+    match map.get(head)? {
+        Value::Object(inner) => lookup(inner, rest),
+        _ => None,
+    }
+}
+
+/// Inserts at a dotted path, creating (or replacing non-object) intermediate objects.
+pub fn insert_path(map: &mut Map<String, Value>, path: &str, value: Value) {
+    match path.split_once('.') {
+        None => {
+            map.insert(path.to_owned(), value);
+        }
+        Some((head, rest)) => {
+            let slot = map
+                .entry(head.to_owned())
+                .or_insert_with(|| Value::Object(Map::new()));
+            if !slot.is_object() {
+                *slot = Value::Object(Map::new());
+            }
+            if let Value::Object(inner) = slot {
+                insert_path(inner, rest, value);
+            }
+        }
+    }
+}
+
+/// Removes a dotted path (literal key first); empty parents are left in place.
+pub fn remove_path(map: &mut Map<String, Value>, path: &str) -> Option<Value> {
+    if let Some(v) = map.remove(path) {
+        return Some(v);
+    }
+    let (head, rest) = path.split_once('.')?;
+    match map.get_mut(head)? {
+        Value::Object(inner) => remove_path(inner, rest),
+        _ => None,
+    }
+}
+
+fn walk_strings_mut(
+    map: &mut Map<String, Value>,
+    path: &mut String,
+    f: &mut impl FnMut(&str, &mut String),
+) {
+    for (k, v) in map.iter_mut() {
+        let len = path.len();
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(k);
+        walk_value_mut(v, path, f);
+        path.truncate(len);
+    }
+}
+
+fn walk_value_mut(v: &mut Value, path: &mut String, f: &mut impl FnMut(&str, &mut String)) {
+    match v {
+        Value::String(s) => f(path, s),
+        Value::Object(inner) => walk_strings_mut(inner, path, f),
+        Value::Array(items) => {
+            for item in items {
+                walk_value_mut(item, path, f);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Writes `s` as a JSON string literal, escaping only what JSON requires.
+pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => {
+                out.extend_from_slice(&bytes[start..i]);
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[(b >> 4) as usize]);
+                out.push(HEX[(b & 0xf) as usize]);
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(esc);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+fn itoa_u64(v: u64) -> String {
+    v.to_string()
+}
+
+/// Nanoseconds since the Unix epoch, now.
+pub fn now_nanos() -> i64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` into `out`.
+pub fn write_rfc3339_nanos(out: &mut Vec<u8>, nanos: i64) {
+    let secs = nanos.div_euclid(1_000_000_000);
+    let frac = nanos.rem_euclid(1_000_000_000) as u32;
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400) as u32;
+    let (y, m, d) = civil_from_days(days);
+    let mut buf = [0u8; 30];
+    let y = y.clamp(0, 9999) as u32;
+    put_digits(&mut buf[0..4], y);
+    buf[4] = b'-';
+    put_digits(&mut buf[5..7], m);
+    buf[7] = b'-';
+    put_digits(&mut buf[8..10], d);
+    buf[10] = b'T';
+    put_digits(&mut buf[11..13], sod / 3600);
+    buf[13] = b':';
+    put_digits(&mut buf[14..16], (sod / 60) % 60);
+    buf[16] = b':';
+    put_digits(&mut buf[17..19], sod % 60);
+    buf[19] = b'.';
+    put_digits(&mut buf[20..29], frac);
+    buf[29] = b'Z';
+    out.extend_from_slice(&buf);
+}
+
+fn put_digits(slot: &mut [u8], mut v: u32) {
+    for b in slot.iter_mut().rev() {
+        *b = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+}
+
+pub fn format_rfc3339_nanos(nanos: i64) -> String {
+    let mut out = Vec::with_capacity(30);
+    write_rfc3339_nanos(&mut out, nanos);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Renders a `Display` into a reusable `String` (avoids a fresh allocation per call).
+pub fn render_into(buf: &mut String, v: impl std::fmt::Display) {
+    buf.clear();
+    let _ = write!(buf, "{v}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source() -> Arc<Source> {
+        Arc::new(Source {
+            input_id: Arc::from("app"),
+            input_type: "file",
+            host_name: Arc::from("h1"),
+            path: Some(Arc::from("/var/log/a.log")),
+            file_key: Arc::from("k"),
+            meta: None,
+            stream: None,
+        })
+    }
+
+    #[test]
+    fn encodes_ecs_shape() {
+        let mut e = Event::new(
+            source(),
+            Text::from("hi \"x\"\n"),
+            42,
+            1_700_000_000_123_456_789,
+        );
+        e.flags = FLAG_TRUNCATED;
+        e.insert("service", Value::String("api".into()));
+        let mut out = Vec::new();
+        e.write_json(&mut out);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["@timestamp"], "2023-11-14T22:13:20.123456789Z");
+        assert_eq!(v["message"], "hi \"x\"\n");
+        assert_eq!(v["log"]["file"]["path"], "/var/log/a.log");
+        assert_eq!(v["log"]["offset"], 42);
+        assert_eq!(v["log"]["flags"][0], "truncated");
+        assert_eq!(v["host"]["name"], "h1");
+        assert_eq!(v["input"]["id"], "app");
+        assert_eq!(v["service"], "api");
+        assert_eq!(v, e.to_value());
+    }
+
+    #[test]
+    fn clashing_keys_merge() {
+        let mut e = Event::new(source(), Text::from("m"), 0, 0);
+        e.insert("log.level", Value::String("warn".into()));
+        let mut out = Vec::new();
+        e.write_json(&mut out);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["log"]["level"], "warn");
+        assert_eq!(v["log"]["file"]["path"], "/var/log/a.log");
+    }
+
+    #[test]
+    fn field_paths() {
+        let mut e = Event::new(source(), Text::from("m"), 0, 0);
+        e.insert("user.email", Value::String("a@b".into()));
+        assert_eq!(e.get("user.email").unwrap().to_text(), "a@b");
+        assert_eq!(e.get("input.id").unwrap().to_text(), "app");
+        assert!(e.remove("user.email").is_some());
+        assert!(e.get("user.email").is_none());
+        assert_eq!(e.remove("message"), Some(Value::String("m".into())));
+        assert!(e.get("message").is_none());
+    }
+
+    #[test]
+    fn meta_is_copy_on_write() {
+        let mut meta = Map::new();
+        meta.insert("service".into(), Value::String("api".into()));
+        let src = Arc::new(Source {
+            meta: Some(Arc::new(meta)),
+            ..Source::default()
+        });
+        let mut e = Event::new(src.clone(), Text::from("m"), 0, 0);
+        assert_eq!(e.get("service").unwrap().to_text(), "api");
+        e.remove("service");
+        assert!(e.get("service").is_none());
+        let e2 = Event::new(src, Text::from("m"), 0, 0);
+        assert_eq!(e2.get("service").unwrap().to_text(), "api");
+    }
+
+    #[test]
+    fn json_escaping_matches_serde() {
+        for s in [
+            "plain",
+            "q\"uote",
+            "back\\slash",
+            "ctl\u{1}\u{1f}",
+            "tab\tnl\n",
+            "é✓",
+        ] {
+            let mut out = Vec::new();
+            write_json_str(&mut out, s);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string(s).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn lossy_text() {
+        let (t, bad) = Text::from_bytes_lossy(Bytes::from_static(b"a\xffb"));
+        assert!(bad);
+        assert_eq!(t.as_str(), "a\u{fffd}b");
+    }
+}
