@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::buffer::{Buffer, MemoryBuffer};
-use crate::config::{BufferConfig, Config};
+use crate::config::{BufferType, Config};
 use crate::inputs::{InputContext, InputHandle, InputStatus};
 use crate::outputs::dead_letter::{DEFAULT_MAX_BYTES, DeadLetters};
 use crate::outputs::driver::Driver;
@@ -77,22 +77,16 @@ pub fn start_outputs(cfg: &Config) -> anyhow::Result<Vec<RunningOutput>> {
     let mut out = Vec::new();
     for o in &cfg.outputs {
         let id = o.common.id.clone();
-        let buffer = match &o.common.buffer {
-            BufferConfig::Memory {
-                max_events,
-                max_bytes,
-                when_full,
-            } => Buffer::Memory(Arc::new(MemoryBuffer::new(
+        let b = &o.common.buffer;
+        let buffer = match b.kind {
+            BufferType::Memory => Buffer::Memory(Arc::new(MemoryBuffer::new(
                 &id,
-                *max_events,
-                max_bytes.0 as usize,
-                *when_full,
+                b.memory_max_events(),
+                b.memory_max_bytes().0 as usize,
+                b.when_full.unwrap_or_default(),
             ))),
-            BufferConfig::Disk { .. } => {
-                anyhow::bail!(
-                    "{}: the disk buffer is not available in this build (use type: memory)",
-                    o.path
-                )
+            BufferType::Disk => {
+                anyhow::bail!("{}: the disk buffer is not available in this build (use type: memory)", o.path)
             }
         };
         let ctx = OutputContext {

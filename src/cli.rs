@@ -195,11 +195,10 @@ pub fn topology(cfg: &Config) -> String {
             Some(ins) => ins.join(", "),
             None => "all inputs".to_owned(),
         };
-        let buffer = match &o.common.buffer {
-            config::BufferConfig::Memory { max_events, .. } => {
-                format!("memory buffer {max_events} events")
-            }
-            config::BufferConfig::Disk { max_bytes, .. } => format!("disk buffer {max_bytes}"),
+        let b = &o.common.buffer;
+        let buffer = match b.kind {
+            config::BufferType::Memory => format!("memory buffer {} events", b.memory_max_events()),
+            config::BufferType::Disk => format!("disk buffer {}", b.disk_max_bytes()),
         };
         s.push_str(&format!(
             "  {} [{}] <- {}{}; {}\n",

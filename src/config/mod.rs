@@ -170,13 +170,78 @@ where
     })
 }
 
-/// Deserializes `T` from a YAML value found at `prefix` in the document.
+/// Deserializes `T` from a YAML value found at `prefix` in the document. The value goes
+/// through JSON's data model (string keys, single-key maps for enum variants), which is what
+/// YAML users write (`- drop_event: {...}`).
 pub(crate) fn from_value<T: de::DeserializeOwned>(
     source: &ConfigSource,
     prefix: &str,
     value: Value,
 ) -> Result<T, Diagnostic> {
-    serde_path_to_error::deserialize::<_, T>(value).map_err(|e| yaml_diag(source, prefix, &e))
+    let json = match yaml_to_json(value) {
+        Ok(j) => j,
+        Err((p, m)) => return Err(source.diag(&join_path(prefix, &p), m)),
+    };
+    serde_path_to_error::deserialize::<_, T>(json).map_err(|e| {
+        let inner = e.path().to_string();
+        let mut path = join_path(prefix, &inner);
+        let mut message = e.inner().to_string();
+        if let Some(rest) = message.strip_prefix("unknown field `")
+            && let Some(end) = rest.find('`')
+        {
+            if !path.ends_with(&rest[..end]) {
+                path = join_path(&path, &rest[..end]);
+            }
+            let exp = rest[end + 1..].trim_start_matches(", expected").trim_start_matches(" one of");
+            message = format!("unknown key `{}`; expected one of{exp}", &rest[..end]);
+        }
+        source.diag(&path, message)
+    })
+}
+
+fn yaml_to_json(v: Value) -> Result<serde_json::Value, (String, String)> {
+    Ok(match v {
+        Value::Null => serde_json::Value::Null,
+        Value::Bool(b) => serde_json::Value::Bool(b),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                serde_json::Value::from(i)
+            } else if let Some(u) = n.as_u64() {
+                serde_json::Value::from(u)
+            } else {
+                serde_json::Number::from_f64(n.as_f64().unwrap_or(0.0))
+                    .map(serde_json::Value::Number)
+                    .ok_or_else(|| (String::new(), format!("number `{n}` is not finite")))?
+            }
+        }
+        Value::String(s) => serde_json::Value::String(s),
+        Value::Sequence(items) => serde_json::Value::Array(
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| yaml_to_json(v).map_err(|(p, m)| (join_path(&format!("[{i}]"), &p), m)))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Mapping(m) => {
+            let mut out = serde_json::Map::new();
+            for (k, v) in m {
+                let key = match k {
+                    Value::String(s) => s,
+                    Value::Bool(b) => b.to_string(),
+                    Value::Number(n) => n.to_string(),
+                    other => {
+                        return Err((String::new(), format!("mapping keys must be text, found {other:?}")));
+                    }
+                };
+                let jv = yaml_to_json(v).map_err(|(p, m)| (join_path(&key, &p), m))?;
+                out.insert(key, jv);
+            }
+            serde_json::Value::Object(out)
+        }
+        Value::Tagged(t) => {
+            return Err((String::new(), format!("YAML tags (`!{}`) are not supported here", t.tag)));
+        }
+    })
 }
 
 fn yaml_diag(

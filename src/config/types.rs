@@ -51,6 +51,18 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
+impl serde::Serialize for Dur {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl serde::Serialize for ByteSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
 impl fmt::Display for Dur {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", humantime::format_duration(self.0))
@@ -147,7 +159,7 @@ fn describe(v: &Value) -> String {
 }
 
 /// The agent's own logs (to stderr).
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing filter such as `logferry=debug`.
@@ -171,7 +183,7 @@ fn default_log_level() -> String {
     "info".into()
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
@@ -180,7 +192,7 @@ pub enum LogFormat {
 }
 
 /// The HTTP API: `/health`, `/status`, `/metrics`.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
     /// Set to `false` to turn the API off.
@@ -209,7 +221,7 @@ pub(crate) fn yes() -> bool {
 }
 
 /// The positions file (`data_dir/positions.json`).
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PositionsConfig {
     /// How often acknowledged offsets are written to disk.
@@ -259,7 +271,7 @@ pub(crate) struct RawConfig {
 }
 
 /// The top level of `agent.yaml` (documentation schema; see [`Config`]).
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct TopLevelDoc {
@@ -301,7 +313,7 @@ pub struct Config {
 }
 
 /// Where an input starts in a file it has no position for.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum StartAt {
     /// Only new lines of files already there at startup (files that appear later are read
@@ -313,7 +325,7 @@ pub enum StartAt {
 }
 
 /// Keys every input takes, whatever its type.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InputCommon {
     /// Unique id, `[a-z0-9_-]+`; keys the positions, so changing it re-reads files.
@@ -363,7 +375,7 @@ pub struct InputConfig {
 }
 
 /// Batching of an output's requests.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchConfig {
     /// At most this many events a request.
@@ -398,7 +410,7 @@ fn default_batch_timeout() -> Dur {
 }
 
 /// Backoff for retryable failures (retried without end).
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
     /// First backoff; doubles on each failure, with full jitter.
@@ -426,7 +438,7 @@ fn default_retry_max() -> Dur {
 }
 
 /// What to do when a memory buffer is full.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WhenFull {
     /// Pause the inputs (the files are the buffer). Nothing is lost.
@@ -437,7 +449,7 @@ pub enum WhenFull {
 }
 
 /// When a disk buffer syncs to disk.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FsyncPolicy {
     /// After every batch written (positions then never pass an unsynced record).
@@ -449,41 +461,77 @@ pub enum FsyncPolicy {
     Never,
 }
 
-/// The buffer in front of an output.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, tag = "type", rename_all = "lowercase")]
-pub enum BufferConfig {
-    /// Bounded memory queue.
-    Memory {
-        /// At most this many events queued.
-        #[serde(default = "default_buffer_events")]
-        max_events: usize,
-        /// At most this many bytes queued.
-        #[serde(default = "default_buffer_bytes")]
-        max_bytes: ByteSize,
-        #[serde(default)]
-        when_full: WhenFull,
-    },
-    /// Segmented write-ahead log under `data_dir/buffers/<output>/`.
-    Disk {
-        /// Size at which the buffer is full (then the inputs pause).
-        #[serde(default = "default_disk_bytes")]
-        max_bytes: ByteSize,
-        /// Size of one segment file.
-        #[serde(default = "default_segment_bytes")]
-        segment_bytes: ByteSize,
-        #[serde(default)]
-        fsync: FsyncPolicy,
-    },
+/// Kind of buffer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BufferType {
+    /// Bounded memory queue (`max_events`, `max_bytes`, `when_full`).
+    #[default]
+    Memory,
+    /// Segmented write-ahead log under `data_dir/buffers/<output>/` (`max_bytes`,
+    /// `segment_bytes`, `fsync`); full at `max_bytes` → the inputs pause.
+    Disk,
 }
 
-impl Default for BufferConfig {
-    fn default() -> Self {
-        BufferConfig::Memory {
-            max_events: default_buffer_events(),
-            max_bytes: default_buffer_bytes(),
-            when_full: WhenFull::Block,
+/// The buffer in front of an output.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BufferConfig {
+    /// `memory` or `disk`.
+    #[serde(rename = "type", default)]
+    pub kind: BufferType,
+    /// memory: at most this many events queued (default 10000).
+    pub max_events: Option<usize>,
+    /// memory: at most this many bytes queued (default 16MiB); disk: size at which the buffer
+    /// is full (default 1GiB).
+    pub max_bytes: Option<ByteSize>,
+    /// memory: `block` (default) or `drop_newest`.
+    pub when_full: Option<WhenFull>,
+    /// disk: size of one segment file (default 64MiB).
+    pub segment_bytes: Option<ByteSize>,
+    /// disk: `always` (default), `interval` or `never`.
+    pub fsync: Option<FsyncPolicy>,
+}
+
+impl BufferConfig {
+    pub fn memory_max_events(&self) -> usize {
+        self.max_events.unwrap_or_else(default_buffer_events)
+    }
+    pub fn memory_max_bytes(&self) -> ByteSize {
+        self.max_bytes.unwrap_or_else(default_buffer_bytes)
+    }
+    pub fn disk_max_bytes(&self) -> ByteSize {
+        self.max_bytes.unwrap_or_else(default_disk_bytes)
+    }
+    pub fn disk_segment_bytes(&self) -> ByteSize {
+        self.segment_bytes.unwrap_or_else(default_segment_bytes)
+    }
+
+    /// Keys that do not apply to the chosen type: (key, message).
+    pub fn misplaced(&self) -> Vec<(&'static str, String)> {
+        let mut v = Vec::new();
+        match self.kind {
+            BufferType::Memory => {
+                if self.segment_bytes.is_some() {
+                    v.push(("segment_bytes", "applies to `type: disk` only".to_owned()));
+                }
+                if self.fsync.is_some() {
+                    v.push(("fsync", "applies to `type: disk` only".to_owned()));
+                }
+                if self.max_events == Some(0) {
+                    v.push(("max_events", "must be at least 1".to_owned()));
+                }
+            }
+            BufferType::Disk => {
+                if self.max_events.is_some() {
+                    v.push(("max_events", "applies to `type: memory` only (a disk buffer is bounded by max_bytes)".to_owned()));
+                }
+                if self.when_full.is_some() {
+                    v.push(("when_full", "applies to `type: memory` only (a full disk buffer blocks)".to_owned()));
+                }
+            }
         }
+        v
     }
 }
 
@@ -501,7 +549,7 @@ fn default_segment_bytes() -> ByteSize {
 }
 
 /// A condition on an event (`drop_event`'s `when`, an output's `when`).
-#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConditionConfig {
     /// The field the test applies to.
@@ -521,7 +569,7 @@ pub struct ConditionConfig {
 }
 
 /// Keys every output takes, whatever its type.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutputCommon {
     /// Unique id, `[a-z0-9_-]+`; names the dead-letter file and the disk buffer.
@@ -593,12 +641,17 @@ pub(crate) fn build(raw: RawConfig, source: ConfigSource) -> Result<Config, Conf
     let mut diags: Vec<Diagnostic> = Vec::new();
     let mut inputs = Vec::new();
     let mut input_ids = HashSet::new();
+    let mut seen_inputs = HashSet::new();
     for (i, v) in raw.inputs.into_iter().enumerate() {
         let path = format!("inputs[{i}]");
         let Value::Mapping(map) = v else {
             diags.push(source.diag(&path, "expected a mapping with `id` and `type`"));
             continue;
         };
+        if let Some(id) = map.get("id").and_then(Value::as_str) {
+            // Known even if the rest of the entry is wrong, so references to it resolve.
+            input_ids.insert(id.to_owned());
+        }
         let (common, specific) = split_keys(map, INPUT_COMMON_KEYS);
         let common: InputCommon = match from_value(&source, &path, Value::Mapping(common)) {
             Ok(c) => c,
@@ -612,7 +665,7 @@ pub(crate) fn build(raw: RawConfig, source: ConfigSource) -> Result<Config, Conf
                 &format!("{path}.id"),
                 format!("invalid id `{}`: expected [a-z0-9_-]+", common.id),
             ));
-        } else if !input_ids.insert(common.id.clone()) {
+        } else if !seen_inputs.insert(common.id.clone()) {
             diags.push(source.diag(
                 &format!("{path}.id"),
                 format!("duplicate input id `{}`", common.id),
@@ -674,6 +727,9 @@ pub(crate) fn build(raw: RawConfig, source: ConfigSource) -> Result<Config, Conf
             && let Err(e) = crate::processors::condition::Condition::compile(w)
         {
             diags.push(source.diag(&format!("{path}.when"), e));
+        }
+        for (key, msg) in common.buffer.misplaced() {
+            diags.push(source.diag(&format!("{path}.buffer.{key}"), msg));
         }
         if common.batch.max_events == 0 {
             diags.push(source.diag(&format!("{path}.batch.max_events"), "must be at least 1"));

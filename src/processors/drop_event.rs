@@ -8,7 +8,7 @@ use super::condition::Condition;
 use crate::config::ConditionConfig;
 use crate::event::Event;
 
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DropEventConfig {
     /// Events matching this condition are dropped.

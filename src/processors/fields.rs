@@ -8,7 +8,7 @@ use super::Processor;
 use crate::event::Event;
 
 /// `add_fields: { fields: { env: prod } }`
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddFieldsConfig {
     /// Field paths and values to set.
@@ -16,7 +16,7 @@ pub struct AddFieldsConfig {
 }
 
 /// `drop_fields: { fields: [password] }`
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DropFieldsConfig {
     /// Field paths to remove.
@@ -24,7 +24,7 @@ pub struct DropFieldsConfig {
 }
 
 /// `rename_fields: { fields: { msg: message } }`
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenameFieldsConfig {
     /// `from: to` pairs; a missing `from` is left alone; an existing `to` is overwritten.

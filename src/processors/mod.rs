@@ -25,7 +25,7 @@ pub trait Processor: Send {
 }
 
 /// One entry of an input's `processors:` list.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum ProcessorConfig {
     /// Set fields (overwriting).

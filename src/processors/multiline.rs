@@ -24,7 +24,7 @@ use serde::Deserialize;
 use crate::config::{ByteSize, ConfigSource, Diagnostic, Dur};
 
 /// `multiline:` on an input.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MultilineConfig {
     /// Regular expression tested against each line.
@@ -52,7 +52,7 @@ fn default_timeout() -> Dur {
     Dur::secs(5)
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MatchMode {
     #[default]

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 const CRC64: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_XZ);
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
     /// CRC-64 of the first `bytes` bytes; shorter files wait until they are long enough.
@@ -22,7 +22,7 @@ pub enum Strategy {
 }
 
 /// `fingerprint: { strategy: checksum, bytes: 1024 }`
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FingerprintConfig {
     #[serde(default)]

@@ -46,7 +46,7 @@ use crate::processors::multiline::MultilineConfig;
 use crate::router::{Pipeline, Stopped};
 
 /// `type: file`
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileInputConfig {
     /// Globs of the files to follow (`*` within a directory, `**` across directories).

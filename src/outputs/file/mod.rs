@@ -18,7 +18,7 @@ use crate::outputs::template::Template;
 use crate::outputs::{Output, OutputContext, OutputSpec, SendOutcome};
 
 /// `type: file`
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileOutputConfig {
     /// File to append to; may hold `%Y`, `%m`, `%d`, `%H` (event time, UTC).

@@ -12,7 +12,7 @@ use crate::event::Event;
 use crate::outputs::{Output, OutputContext, OutputSpec, SendOutcome};
 
 /// How an event is written on one line.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LineFormat {
     /// The whole event as JSON.
@@ -23,7 +23,7 @@ pub enum LineFormat {
 }
 
 /// `type: stdout`
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StdoutConfig {
     /// `json` (the event) or `text` (the message).

@@ -1,0 +1,7 @@
+//! The integration test binary: runs the real `logferry` against temp dirs and real or
+//! protocol-faithful peers. One binary (link time), one module per area.
+
+mod util;
+
+mod cli;
+mod file_input;
