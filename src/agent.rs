@@ -35,10 +35,18 @@ pub struct RunningOutput {
     pub task: tokio::task::JoinHandle<()>,
 }
 
+/// One output as the API sees it.
+pub struct OutputEntry {
+    pub id: String,
+    pub kind: String,
+    pub buffer: Buffer,
+    pub stats: Arc<OutputStats>,
+}
+
 /// Live view of the agent for the API.
 pub struct AgentState {
     pub inputs: Mutex<Vec<Arc<Mutex<InputStatus>>>>,
-    pub outputs: Mutex<Vec<(String, String, Buffer, Arc<OutputStats>)>>,
+    pub outputs: Mutex<Vec<OutputEntry>>,
     pub started: Instant,
 }
 
@@ -58,7 +66,7 @@ impl AgentState {
             .lock()
             .map(|v| {
                 v.iter()
-                    .map(|(id, kind, b, s)| s.snapshot(id, kind, b))
+                    .map(|o| o.stats.snapshot(&o.id, &o.kind, &o.buffer))
                     .collect()
             })
             .unwrap_or_default();
@@ -86,7 +94,10 @@ pub fn start_outputs(cfg: &Config) -> anyhow::Result<Vec<RunningOutput>> {
                 b.when_full.unwrap_or_default(),
             ))),
             BufferType::Disk => {
-                anyhow::bail!("{}: the disk buffer is not available in this build (use type: memory)", o.path)
+                anyhow::bail!(
+                    "{}: the disk buffer is not available in this build (use type: memory)",
+                    o.path
+                )
             }
         };
         let ctx = OutputContext {
@@ -216,13 +227,11 @@ pub async fn run(cfg: Config, ready: impl FnOnce()) -> anyhow::Result<()> {
         outputs: Mutex::new(
             outputs
                 .iter()
-                .map(|o| {
-                    (
-                        o.id.clone(),
-                        o.kind.clone(),
-                        o.buffer.clone(),
-                        o.stats.clone(),
-                    )
+                .map(|o| OutputEntry {
+                    id: o.id.clone(),
+                    kind: o.kind.clone(),
+                    buffer: o.buffer.clone(),
+                    stats: o.stats.clone(),
                 })
                 .collect(),
         ),

@@ -92,7 +92,7 @@ impl std::fmt::Debug for Text {
 }
 
 /// What every event from one source (a file, a container stream) shares.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Source {
     pub input_id: Arc<str>,
     pub input_type: &'static str,

@@ -44,11 +44,17 @@ fn reads_a_plain_and_gz_rotated_set_oldest_first() {
     assert!(err.contains("backfill: 3 files"), "summary line: {err}");
     let events = read_ndjson(&sb.join("out.ndjson"));
     assert_eq!(events.len(), 300);
-    let msgs: Vec<&str> = events.iter().map(|e| e["message"].as_str().unwrap()).collect();
+    let msgs: Vec<&str> = events
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
     assert_eq!(msgs[0], line("oldest", 0));
     assert_eq!(msgs[100], line("middle", 0));
     assert_eq!(msgs[299], line("newest", 99));
-    assert!(!sb.join("data/positions.json").exists(), "backfill never writes the daemon's positions");
+    assert!(
+        !sb.join("data/positions.json").exists(),
+        "backfill never writes the daemon's positions"
+    );
 }
 
 #[test]
@@ -61,10 +67,24 @@ fn explicit_paths_and_time_filter() {
     let p = sb.write("elsewhere/a.log", lines("a", 10));
     let cfg = sb.join("agent.yaml");
     // Everything was read "now": --until in the past keeps nothing, --since in the past keeps all.
-    let (st, _o, err) = sb.run_cmd(&["backfill", "-c", cfg.to_str().unwrap(), "--until", "2000-01-01", p.to_str().unwrap()]);
+    let (st, _o, err) = sb.run_cmd(&[
+        "backfill",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--until",
+        "2000-01-01",
+        p.to_str().unwrap(),
+    ]);
     assert!(st.success(), "{err}");
     assert_eq!(read_ndjson(&sb.join("out.ndjson")).len(), 0);
-    let (st, _o, err) = sb.run_cmd(&["backfill", "-c", cfg.to_str().unwrap(), "--since", "1h", p.to_str().unwrap()]);
+    let (st, _o, err) = sb.run_cmd(&[
+        "backfill",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--since",
+        "1h",
+        p.to_str().unwrap(),
+    ]);
     assert!(st.success(), "{err}");
     let events = read_ndjson(&sb.join("out.ndjson"));
     assert_eq!(events.len(), 10);

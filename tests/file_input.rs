@@ -23,7 +23,11 @@ outputs:
 
 fn wait_for_messages(sb: &Sandbox, n: usize) -> Vec<serde_json::Value> {
     let out = sb.join("out.ndjson");
-    wait_until(Duration::from_secs(30), &format!("{n} events in out.ndjson"), || read_ndjson(&out).len() >= n);
+    wait_until(
+        Duration::from_secs(30),
+        &format!("{n} events in out.ndjson"),
+        || read_ndjson(&out).len() >= n,
+    );
     read_ndjson(&out)
 }
 
@@ -48,7 +52,11 @@ fn tails_files_to_file_output_with_ecs_fields() {
 fn expect_exactly(events: &[serde_json::Value], expected: &[String]) {
     let got = message_counts(events);
     for m in expected {
-        assert_eq!(got.get(m).copied().unwrap_or(0), 1, "line {m:?} must arrive exactly once");
+        assert_eq!(
+            got.get(m).copied().unwrap_or(0),
+            1,
+            "line {m:?} must arrive exactly once"
+        );
     }
     assert_eq!(events.len(), expected.len(), "no extra events");
 }
@@ -102,7 +110,11 @@ fn copytruncate_reads_from_the_start_again() {
     wait_for_messages(&sb, 100);
     // copytruncate: copy elsewhere (not matched), truncate in place, writer goes on.
     std::fs::copy(&log, sb.join("app.log.copy")).unwrap();
-    std::fs::OpenOptions::new().write(true).truncate(true).open(&log).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&log)
+        .unwrap();
     let after: Vec<String> = (0..30).map(|i| line("after-truncate", i)).collect();
     append_lines(&log, after.clone());
     wait_for_messages(&sb, 130);
@@ -114,9 +126,13 @@ fn copytruncate_reads_from_the_start_again() {
 
 /// Open descriptors of a process pointing at `path` (deleted files show " (deleted)").
 fn fds_on(pid: i32, needle: &str) -> usize {
-    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return 0 };
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
     rd.flatten()
-        .filter(|e| std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().contains(needle)))
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().contains(needle))
+        })
         .count()
 }
 
@@ -131,10 +147,18 @@ fn deleted_file_is_drained_and_its_handle_released() {
     let mut agent = sb.start();
     wait_for_messages(&sb, 200);
     let pid = agent.pid();
-    wait_until(Duration::from_secs(10), "the agent holds the file open", || fds_on(pid, "doomed.log") == 1);
+    wait_until(
+        Duration::from_secs(10),
+        "the agent holds the file open",
+        || fds_on(pid, "doomed.log") == 1,
+    );
     std::fs::remove_file(&log).unwrap();
     // Released although close_inactive is an hour: the disk space comes back.
-    wait_until(Duration::from_secs(20), "the deleted file's handle is released", || fds_on(pid, "doomed.log") == 0);
+    wait_until(
+        Duration::from_secs(20),
+        "the deleted file's handle is released",
+        || fds_on(pid, "doomed.log") == 0,
+    );
     assert!(agent.stop().success());
     expect_exactly(&read_ndjson(&sb.join("out.ndjson")), &lines);
 }
@@ -147,7 +171,9 @@ fn restart_after_sigterm_has_no_duplicates_and_no_loss() {
     let log = sb.join("logs/app.log");
     let mut expected = Vec::new();
     for round in 0..3 {
-        let batch: Vec<String> = (0..500).map(|i| line(&format!("round{round}"), i)).collect();
+        let batch: Vec<String> = (0..500)
+            .map(|i| line(&format!("round{round}"), i))
+            .collect();
         append_lines(&log, batch.clone());
         expected.extend(batch);
         let mut agent = sb.start();
@@ -181,7 +207,11 @@ fn kill_9_mid_stream_loses_nothing() {
         let mut agent = sb.start();
         // Kill at a moment when part of the new chunk has arrived.
         let before = read_ndjson(&out).len();
-        wait_until(Duration::from_secs(30), "some progress before the kill", || read_ndjson(&out).len() > before + round * 10);
+        wait_until(
+            Duration::from_secs(30),
+            "some progress before the kill",
+            || read_ndjson(&out).len() > before + round * 10,
+        );
         agent.kill9();
     }
     let mut agent = sb.start();
@@ -189,7 +219,11 @@ fn kill_9_mid_stream_loses_nothing() {
         let c = message_counts(&read_ndjson(&out));
         all.iter().all(|m| c.contains_key(m))
     };
-    wait_until(Duration::from_secs(60), "every line after the kills", counts_ok);
+    wait_until(
+        Duration::from_secs(60),
+        "every line after the kills",
+        counts_ok,
+    );
     assert!(agent.stop().success());
     let events = read_ndjson(&out);
     let dups = events.len() - total;
@@ -199,11 +233,17 @@ fn kill_9_mid_stream_loses_nothing() {
 #[test]
 fn a_3mib_line_is_cut_at_max_line_bytes_and_flagged() {
     let sb = Sandbox::new();
-    sb.config(&BASIC.replace("    start_at: beginning\n", "    start_at: beginning\n    max_line_bytes: 1MiB\n"));
+    sb.config(&BASIC.replace(
+        "    start_at: beginning\n",
+        "    start_at: beginning\n    max_line_bytes: 1MiB\n",
+    ));
     std::fs::create_dir_all(sb.join("logs")).unwrap();
     let log = sb.join("logs/big.log");
     let huge = "y".repeat(3 * 1024 * 1024);
-    append_lines(&log, vec![line("before-big", 0), huge, line("after-big", 0)]);
+    append_lines(
+        &log,
+        vec![line("before-big", 0), huge, line("after-big", 0)],
+    );
     let mut agent = sb.start();
     let events = wait_for_messages(&sb, 3);
     assert!(agent.stop().success());
@@ -212,7 +252,10 @@ fn a_3mib_line_is_cut_at_max_line_bytes_and_flagged() {
     assert_eq!(big.len(), 1024 * 1024);
     assert_eq!(events[1]["log"]["flags"], serde_json::json!(["truncated"]));
     assert_eq!(events[2]["message"], line("after-big", 0));
-    assert_eq!(events[2]["log"]["offset"], (line("before-big", 0).len() + 1 + 3 * 1024 * 1024 + 1) as u64);
+    assert_eq!(
+        events[2]["log"]["offset"],
+        (line("before-big", 0).len() + 1 + 3 * 1024 * 1024 + 1) as u64
+    );
 }
 
 #[test]
@@ -238,11 +281,18 @@ fn invalid_utf8_is_replaced_not_fatal() {
 fn last_line_without_newline_waits_for_it() {
     let sb = Sandbox::new();
     sb.config(BASIC);
-    let log = sb.write("logs/p.log", (0..20).map(|i| line("p", i) + "\n").collect::<String>() + "partial");
+    let log = sb.write(
+        "logs/p.log",
+        (0..20).map(|i| line("p", i) + "\n").collect::<String>() + "partial",
+    );
     let mut agent = sb.start();
     wait_for_messages(&sb, 20);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(read_ndjson(&sb.join("out.ndjson")).len(), 20, "the partial line is held");
+    assert_eq!(
+        read_ndjson(&sb.join("out.ndjson")).len(),
+        20,
+        "the partial line is held"
+    );
     let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
     use std::io::Write;
     f.write_all(b" and done\n").unwrap();
@@ -254,11 +304,18 @@ fn last_line_without_newline_waits_for_it() {
 #[test]
 fn a_thousand_files_at_once_are_all_shipped() {
     let sb = Sandbox::new();
-    sb.config(&BASIC.replace("{dir}/logs/*.log", "{dir}/logs/**/*.log").replace("max_events: 500", "max_events: 2000"));
+    sb.config(
+        &BASIC
+            .replace("{dir}/logs/*.log", "{dir}/logs/**/*.log")
+            .replace("max_events: 500", "max_events: 2000"),
+    );
     let mut expected = Vec::new();
     for f in 0..1000 {
         let lines: Vec<String> = (0..20).map(|i| line(&format!("f{f:04}"), i)).collect();
-        sb.write(&format!("logs/d{}/f{f:04}.log", f % 10), lines.iter().map(|l| format!("{l}\n")).collect::<String>());
+        sb.write(
+            &format!("logs/d{}/f{f:04}.log", f % 10),
+            lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+        );
         expected.extend(lines);
     }
     let mut agent = sb.start();
@@ -275,7 +332,9 @@ fn start_at_end_skips_existing_content_but_reads_new_files_whole() {
     append_lines(&sb.join("logs/old.log"), (0..50).map(|i| line("old", i)));
     let mut agent = sb.start();
     // Wait until the agent follows old.log (its position is recorded).
-    wait_until(Duration::from_secs(10), "old.log followed", || std::fs::read_to_string(sb.join("data/positions.json")).is_ok_and(|s| s.contains("old.log")));
+    wait_until(Duration::from_secs(10), "old.log followed", || {
+        std::fs::read_to_string(sb.join("data/positions.json")).is_ok_and(|s| s.contains("old.log"))
+    });
     append_lines(&sb.join("logs/old.log"), (0..5).map(|i| line("old-new", i)));
     append_lines(&sb.join("logs/new.log"), (0..30).map(|i| line("new", i)));
     let events = wait_for_messages(&sb, 35);

@@ -133,11 +133,11 @@ impl<'de> Deserialize<'de> for ByteSize {
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        if b >= 1 << 30 && b % (1 << 30) == 0 {
+        if b >= 1 << 30 && b.is_multiple_of(1 << 30) {
             write!(f, "{}GiB", b >> 30)
-        } else if b >= 1 << 20 && b % (1 << 20) == 0 {
+        } else if b >= 1 << 20 && b.is_multiple_of(1 << 20) {
             write!(f, "{}MiB", b >> 20)
-        } else if b >= 1 << 10 && b % (1 << 10) == 0 {
+        } else if b >= 1 << 10 && b.is_multiple_of(1 << 10) {
             write!(f, "{}KiB", b >> 10)
         } else {
             write!(f, "{b}B")
@@ -524,10 +524,17 @@ impl BufferConfig {
             }
             BufferType::Disk => {
                 if self.max_events.is_some() {
-                    v.push(("max_events", "applies to `type: memory` only (a disk buffer is bounded by max_bytes)".to_owned()));
+                    v.push((
+                        "max_events",
+                        "applies to `type: memory` only (a disk buffer is bounded by max_bytes)"
+                            .to_owned(),
+                    ));
                 }
                 if self.when_full.is_some() {
-                    v.push(("when_full", "applies to `type: memory` only (a full disk buffer blocks)".to_owned()));
+                    v.push((
+                        "when_full",
+                        "applies to `type: memory` only (a full disk buffer blocks)".to_owned(),
+                    ));
                 }
             }
         }

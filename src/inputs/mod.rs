@@ -75,9 +75,12 @@ pub trait InputSpec: Debug + Send + Sync {
     }
 }
 
+/// Parses the type-specific keys of one entry (`path` locates errors).
+pub type ParseFn = fn(&ConfigSource, &str, Value) -> Result<Arc<dyn InputSpec>, Diagnostic>;
+
 pub struct Registration {
     pub name: &'static str,
-    pub parse: fn(&ConfigSource, &str, Value) -> Result<Arc<dyn InputSpec>, Diagnostic>,
+    pub parse: ParseFn,
     pub schema: fn() -> schemars::Schema,
 }
 

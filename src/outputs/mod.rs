@@ -84,9 +84,12 @@ pub trait OutputSpec: Debug + Send + Sync {
 }
 
 /// One registered output type.
+/// Parses the type-specific keys of one entry (`path` locates errors).
+pub type ParseFn = fn(&ConfigSource, &str, Value) -> Result<Arc<dyn OutputSpec>, Diagnostic>;
+
 pub struct Registration {
     pub name: &'static str,
-    pub parse: fn(&ConfigSource, &str, Value) -> Result<Arc<dyn OutputSpec>, Diagnostic>,
+    pub parse: ParseFn,
     pub schema: fn() -> schemars::Schema,
 }
 

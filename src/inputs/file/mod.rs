@@ -22,6 +22,9 @@ pub mod glob;
 pub mod lines;
 pub mod reader;
 
+#[cfg(test)]
+mod model_tests;
+
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
@@ -132,6 +135,26 @@ impl InputSpec for FileInputConfig {
     }
 }
 
+/// Marks a key given to a truncated file too short to fingerprint yet.
+const PROVISIONAL: &str = "+truncated@";
+
+/// Gives a followed file a new identity (its content was replaced): positions move to the
+/// new key, and events from now on carry it (idempotent ids use it).
+fn rekey(positions: &Positions, input: &str, t: &mut Tracked, key: Arc<str>) {
+    positions.untrack(input, &t.key);
+    t.key = key.clone();
+    t.reader.source = Arc::new(Source {
+        file_key: key,
+        ..(*t.reader.source).clone()
+    });
+    positions.track(
+        input,
+        &t.key,
+        &t.path.to_string_lossy(),
+        t.reader.acker.clone(),
+    );
+}
+
 /// Byte budget of one file in one round of reads.
 const ROUND_BUDGET: usize = 128 * 1024;
 
@@ -143,6 +166,8 @@ struct Tracked {
     file: Option<File>,
     reader: FileReader,
     size: u64,
+    /// Modification time at the last scan: a rewrite to the same size still changes it.
+    mtime: (i64, i64),
     last_data: Instant,
     last_read_wall: i64,
     /// The path no longer leads to this file (renamed away or deleted).
@@ -179,8 +204,6 @@ struct Follower {
     files_open: metrics::Gauge,
     lag: metrics::Gauge,
     last_status: Instant,
-    /// Files whose identity changed in place: released, then rediscovered.
-    rekey: Vec<(u64, u64)>,
 }
 
 impl Follower {
@@ -217,7 +240,6 @@ impl Follower {
             watched: HashSet::new(),
             cfg,
             last_status: Instant::now() - Duration::from_secs(60),
-            rekey: Vec::new(),
         })
     }
 
@@ -349,10 +371,12 @@ impl Follower {
                     self.by_path.insert(path.clone(), k);
                 }
                 t.gone = false;
-                if meta.len() != t.size {
+                let mtime = (meta.mtime(), meta.mtime_nsec());
+                if meta.len() != t.size || mtime != t.mtime {
                     t.active = true;
                 }
                 t.size = meta.len();
+                t.mtime = mtime;
                 self.positions
                     .touch(&self.id, &t.key, &t.path.to_string_lossy());
                 continue;
@@ -396,28 +420,7 @@ impl Follower {
                 None => t.deleted = true,
             }
         }
-        self.check_fingerprints();
         self.update_status(false);
-    }
-
-    /// Checksum identity: a file whose first bytes changed was truncated and rewritten in
-    /// place; it is let go and discovered again under its new identity (read from 0).
-    fn check_fingerprints(&mut self) {
-        if self.cfg.fingerprint.strategy != Strategy::Checksum {
-            return;
-        }
-        for (k, t) in self.files.iter() {
-            if t.gone || !t.active || t.size < self.cfg.fingerprint.bytes as u64 {
-                continue;
-            }
-            let Some(f) = t.file.as_ref() else { continue };
-            if let Ok(Some(key)) = fingerprint::checksum(f, self.cfg.fingerprint.bytes)
-                && *key != *t.key
-            {
-                tracing::info!(input = %self.id, path = %t.path.display(), "file content replaced (fingerprint changed); reading it from the start");
-                self.rekey.push(*k);
-            }
-        }
     }
 
     fn discover(
@@ -513,6 +516,7 @@ impl Follower {
                 file: None,
                 reader,
                 size: meta.len(),
+                mtime: (meta.mtime(), meta.mtime_nsec()),
                 last_data: Instant::now(),
                 last_read_wall: 0,
                 gone: false,
@@ -612,17 +616,52 @@ impl Follower {
             }
             return Ok(false);
         }
+        let now = Instant::now();
+        let ts = now_nanos();
+        let mut events: Vec<Event> = Vec::new();
+        let mut end: Option<u64> = None;
+        let fp_bytes = self.cfg.fingerprint.bytes;
+        let checksum = self.cfg.fingerprint.strategy == Strategy::Checksum;
         let Some(t) = self.files.get_mut(&k) else {
             return Ok(false);
         };
+        // Checksum identity: content replaced in place (truncated, then rewritten past our
+        // offset before we noticed) shows as changed first bytes. Read it again from 0, under
+        // its new identity.
+        let provisional = t.key.contains(PROVISIONAL);
+        if checksum
+            && provisional
+            && let Some(f) = t.file.as_ref()
+            && let Ok(Some(key)) = fingerprint::checksum(f, fp_bytes)
+        {
+            // Truncated while too short to fingerprint: what was read since is this content.
+            rekey(&self.positions, &self.id, t, key);
+        } else if checksum
+            && !provisional
+            && let Some(f) = t.file.as_ref()
+            && let Ok(Some(key)) = fingerprint::checksum(f, fp_bytes)
+            && *key != *t.key
+        {
+            tracing::info!(input = %self.id, path = %t.path.display(), "file content replaced (fingerprint changed); reading it from the start");
+            if let Some(e) = t.reader.reset(0, now, ts, &mut events) {
+                end = Some(e);
+            }
+            if let Some(f) = t.file.as_mut()
+                && f.seek(SeekFrom::Start(0)).is_err()
+            {
+                t.file = None;
+                self.open = self.open.saturating_sub(1);
+            }
+            rekey(&self.positions, &self.id, t, key);
+            if !events.is_empty() {
+                let e = end.take().unwrap_or(0);
+                t.reader.seal(&mut events, e);
+                self.pipeline.emit(std::mem::take(&mut events))?;
+            }
+        }
         let mut budget = ROUND_BUDGET;
         let mut got_any = false;
-        let mut events: Vec<Event> = Vec::new();
-        let mut end: Option<u64> = None;
-        let now = Instant::now();
-        let ts = now_nanos();
-        loop {
-            let Some(f) = t.file.as_mut() else { break };
+        while let Some(f) = t.file.as_mut() {
             match t.reader.splitter.read_from(f, budget) {
                 Ok(0) => {
                     // EOF: truncated under us?
@@ -636,6 +675,17 @@ impl Follower {
                         if f.seek(SeekFrom::Start(0)).is_err() {
                             break;
                         }
+                        // New content, new identity (idempotent ids must not collide with
+                        // the old content's): the new checksum, or a generation suffix while
+                        // the file is too short for one.
+                        let key = match fingerprint::checksum(f, fp_bytes) {
+                            Ok(Some(key)) if checksum => key,
+                            _ => Arc::from(format!(
+                                "{}{PROVISIONAL}{ts}",
+                                t.key.split(PROVISIONAL).next().unwrap_or("")
+                            )),
+                        };
+                        rekey(&self.positions, &self.id, t, key);
                         if !events.is_empty() {
                             let e = end.take().unwrap_or(0);
                             t.reader.seal(&mut events, e);
@@ -706,7 +756,6 @@ impl Follower {
                 tracing::debug!(input = %self.id, path = %t.path.display(), "closing idle file");
             }
         }
-        release.append(&mut self.rekey);
         for k in release {
             self.release(k, now, ts)?;
         }
