@@ -313,11 +313,26 @@ pub fn expand_env(
     let mut i = 0;
     let mut line = 1;
     let mut line_start = 0;
+    let (mut single, mut double) = (false, false);
     while i < bytes.len() {
         let b = bytes[i];
         if b == b'\n' {
             line += 1;
             line_start = i + 1;
+            single = false;
+            double = false;
+        }
+        // Comments are copied as they are: `${VAR}` in a comment is documentation.
+        if b == b'#' && !single && !double && (i == 0 || bytes[i - 1].is_ascii_whitespace()) {
+            let end = text[i..].find('\n').map_or(text.len(), |n| i + n);
+            out.push_str(&text[i..end]);
+            i = end;
+            continue;
+        }
+        if b == b'\'' && !double {
+            single = !single;
+        } else if b == b'"' && !single && (i == 0 || bytes[i - 1] != b'\\') {
+            double = !double;
         }
         if b == b'$' && bytes.get(i + 1) == Some(&b'$') && bytes.get(i + 2) == Some(&b'{') {
             out.push_str("${");
@@ -568,6 +583,8 @@ mod tests {
         assert_eq!(expand_env("a: ${NOPE:-}", &env).unwrap(), "a: ");
         assert_eq!(expand_env("a: $${LIT}", &env).unwrap(), "a: ${LIT}");
         assert_eq!(expand_env("é: ${HOME_DIR}", &env).unwrap(), "é: /home/x");
+        assert_eq!(expand_env("# ${NOPE}\na: 1 # ${NOPE}", &env).unwrap(), "# ${NOPE}\na: 1 # ${NOPE}");
+        assert_eq!(expand_env("a: '#${HOME_DIR}'", &env).unwrap(), "a: '#/home/x'");
         let e = expand_env("x: 1\nb: ${NOPE}", &env).unwrap_err();
         assert_eq!((e.0, e.1), (2, 4));
         assert!(e.2.contains("NOPE"));
