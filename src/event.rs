@@ -350,7 +350,7 @@ impl Event {
             return;
         }
         out.extend_from_slice(b"{\"@timestamp\":\"");
-        write_rfc3339_nanos(out, self.timestamp);
+        write_rfc3339_cached(out, self.timestamp);
         out.push(b'"');
         if let Some(m) = &self.message {
             out.extend_from_slice(b",\"message\":");
@@ -558,33 +558,70 @@ fn walk_value_mut(v: &mut Value, path: &mut String, f: &mut impl FnMut(&str, &mu
     }
 }
 
-/// Writes `s` as a JSON string literal, escaping only what JSON requires.
+/// A mask with the high bit set in (at least) the lowest byte of `x` that needs escaping in
+/// JSON (`"`, `\\`, or below 0x20); 0 when none does. Bits above the lowest flagged byte may
+/// be false positives (borrow propagation), so only the lowest one is used.
+#[inline(always)]
+fn escape_mask8(x: u64) -> u64 {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    // Bytes with the high bit set (UTF-8 beyond ASCII) never need escaping: `!x` masks them.
+    let below_space = x.wrapping_sub(LO * 0x20) & !x & HI;
+    let quote = x ^ (LO * b'"' as u64);
+    let backslash = x ^ (LO * b'\\' as u64);
+    let has_quote = quote.wrapping_sub(LO) & !quote & HI;
+    let has_backslash = backslash.wrapping_sub(LO) & !backslash & HI;
+    below_space | has_quote | has_backslash
+}
+
+/// Writes `s` as a JSON string literal, escaping only what JSON requires. Scans 8 bytes at a
+/// time (SWAR) and copies clean runs whole: messages rarely need escaping.
 pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.reserve(s.len() + 2);
-    out.push(b'"');
     let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    let mut i = 0;
+    while i < bytes.len() {
+        if i + 8 <= bytes.len() {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&bytes[i..i + 8]);
+            let mask = escape_mask8(u64::from_le_bytes(word));
+            if mask == 0 {
+                i += 8;
+                continue;
+            }
+            // Jump straight to the first byte that needs escaping.
+            i += (mask.trailing_zeros() / 8) as usize;
+        }
+        let b = bytes[i];
         let esc: &[u8] = match b {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
             b'\n' => b"\\n",
             b'\r' => b"\\r",
             b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
             0..=0x1f => {
                 out.extend_from_slice(&bytes[start..i]);
                 out.extend_from_slice(b"\\u00");
                 out.push(HEX[(b >> 4) as usize]);
                 out.push(HEX[(b & 0xf) as usize]);
-                start = i + 1;
+                i += 1;
+                start = i;
                 continue;
             }
-            _ => continue,
+            _ => {
+                i += 1;
+                continue;
+            }
         };
         out.extend_from_slice(&bytes[start..i]);
         out.extend_from_slice(esc);
-        start = i + 1;
+        i += 1;
+        start = i;
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
@@ -647,6 +684,28 @@ fn put_digits(slot: &mut [u8], mut v: u32) {
         *b = b'0' + (v % 10) as u8;
         v /= 10;
     }
+}
+
+thread_local! {
+    /// The last timestamp formatted on this thread: events of one read share their read time.
+    static LAST_TS: std::cell::Cell<(i64, [u8; 30])> = const { std::cell::Cell::new((i64::MIN, [0; 30])) };
+}
+
+/// As [`write_rfc3339_nanos`], reusing the previous result when the time is the same.
+pub fn write_rfc3339_cached(out: &mut Vec<u8>, nanos: i64) {
+    let (last, text) = LAST_TS.get();
+    if last == nanos {
+        out.extend_from_slice(&text);
+        return;
+    }
+    let mut buf = Vec::with_capacity(30);
+    write_rfc3339_nanos(&mut buf, nanos);
+    let mut text = [0u8; 30];
+    if buf.len() == 30 {
+        text.copy_from_slice(&buf);
+        LAST_TS.set((nanos, text));
+    }
+    out.extend_from_slice(&buf);
 }
 
 pub fn format_rfc3339_nanos(nanos: i64) -> String {
@@ -756,6 +815,15 @@ mod tests {
                 String::from_utf8(out).unwrap(),
                 serde_json::to_string(s).unwrap()
             );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn escaping_matches_serde_for_any_string(s in ".*") {
+            let mut out = Vec::new();
+            write_json_str(&mut out, &s);
+            proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&s).unwrap());
         }
     }
 

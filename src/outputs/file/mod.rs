@@ -68,14 +68,20 @@ impl Output for FileOutput {
         // Group consecutive events by rendered path (one path for the whole batch, usually).
         let mut groups: Vec<(PathBuf, Vec<u8>)> = Vec::new();
         let mut path = String::new();
+        // The path changes at most every hour (%H is the finest unit): render once per hour.
+        let mut rendered_hour = None;
         for e in events {
-            if let Err(err) = self.template.render_time(e.timestamp, &mut path) {
-                return Box::pin(async move {
-                    SendOutcome::Retry {
-                        reason: err,
-                        after: None,
-                    }
-                });
+            let hour = e.timestamp.div_euclid(3_600_000_000_000);
+            if rendered_hour != Some(hour) {
+                if let Err(err) = self.template.render_time(e.timestamp, &mut path) {
+                    return Box::pin(async move {
+                        SendOutcome::Retry {
+                            reason: err,
+                            after: None,
+                        }
+                    });
+                }
+                rendered_hour = Some(hour);
             }
             match groups.last_mut() {
                 Some((p, buf)) if p.as_os_str() == path.as_str() => {
