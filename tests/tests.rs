@@ -4,4 +4,5 @@
 mod util;
 
 mod cli;
+mod disk_buffer;
 mod file_input;

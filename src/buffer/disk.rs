@@ -304,7 +304,7 @@ impl DiskBuffer {
     pub fn capacity(&self) -> usize {
         let n = self.shared.written_records.load(Ordering::Relaxed);
         let b = self.shared.written_bytes.load(Ordering::Relaxed);
-        let mean = if n == 0 { 512 } else { (b / n).max(1) };
+        let mean = b.checked_div(n).unwrap_or(512).max(1);
         (self.shared.max_bytes / mean) as usize
     }
 
@@ -385,7 +385,7 @@ impl Shared {
             match self.append(&mut w, &buf) {
                 Ok(()) => break,
                 Err(e) => {
-                    if failures % 60 == 0 {
+                    if failures.is_multiple_of(60) {
                         tracing::error!(output = %self.id, error = %e, "cannot write the disk buffer; the input waits and the write is retried");
                     }
                     failures = failures.saturating_add(1);
@@ -614,8 +614,7 @@ fn maintain(s: &Shared, mut persisted: u64) {
                 }
             }
         };
-        if s.fsync == FsyncPolicy::Interval && (stopping || last_sync.elapsed() >= SYNC_INTERVAL)
-        {
+        if s.fsync == FsyncPolicy::Interval && (stopping || last_sync.elapsed() >= SYNC_INTERVAL) {
             s.sync_unsynced();
             last_sync = Instant::now();
         }
@@ -869,7 +868,8 @@ mod tests {
         let src = source();
         (from..from + n)
             .map(|i| {
-                let mut e = Event::new(src.clone(), Text::from(format!("line {i:05}")), i as u64, 1);
+                let mut e =
+                    Event::new(src.clone(), Text::from(format!("line {i:05}")), i as u64, 1);
                 e.insert("n", Value::from(i));
                 e.finalizer = Finalizer::new(acker.issue(i as u64 + 1));
                 e
@@ -932,19 +932,30 @@ mod tests {
         let sent = events(&input, 0, 20);
         let expect: Vec<Value> = sent.iter().map(Event::to_value).collect();
         b.push(sent).unwrap();
-        assert_eq!(input.committed(), 20, "durable in the buffer: positions may advance");
+        assert_eq!(
+            input.committed(),
+            20,
+            "durable in the buffer: positions may advance"
+        );
         assert_eq!(b.len(), 20);
         let got = pop_n(&b, 20).await;
         assert_eq!(b.len(), 0, "len counts records not yet popped");
         assert_eq!(got.iter().map(Event::to_value).collect::<Vec<_>>(), expect);
-        assert!(Arc::ptr_eq(&got[0].source, &got[19].source), "sources shared");
+        assert!(
+            Arc::ptr_eq(&got[0].source, &got[19].source),
+            "sources shared"
+        );
         assert_eq!(b.acknowledged(), 0, "nothing delivered yet");
         resolve_all(got);
         assert!(b.acknowledged() > 0);
         let dir = b.dir().to_owned();
         let mode = fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
-        let mode = fs::metadata(&wal_files(&dir)[0]).unwrap().permissions().mode() & 0o777;
+        let mode = fs::metadata(&wal_files(&dir)[0])
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600);
     }
 
@@ -968,7 +979,9 @@ mod tests {
         let rest = pop_n(&b, 50).await;
         assert_eq!(numbers(&rest), (50..100).collect::<Vec<_>>());
         resolve_all(rest);
-        wait_for("every finished segment deleted", || wal_files(&dir).len() == 1);
+        wait_for("every finished segment deleted", || {
+            wal_files(&dir).len() == 1
+        });
     }
 
     #[tokio::test]
@@ -1004,7 +1017,12 @@ mod tests {
         let seg = wal_files(&dir).pop().unwrap();
         let full = fs::metadata(&seg).unwrap().len();
         // kill -9 in the middle of the last record.
-        OpenOptions::new().write(true).open(&seg).unwrap().set_len(full - 3).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(full - 3)
+            .unwrap();
         {
             let b = open(tmp.path(), 1 << 20, 1 << 20, FsyncPolicy::Always);
             assert_eq!(b.len(), 4);
@@ -1016,7 +1034,8 @@ mod tests {
         }
         let len = fs::metadata(&seg).unwrap().len();
         let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
-        f.write_all(b"\x05\x00\x00\x00garbage after a crash").unwrap();
+        f.write_all(b"\x05\x00\x00\x00garbage after a crash")
+            .unwrap();
         drop(f);
         let b = open(tmp.path(), 1 << 20, 1 << 20, FsyncPolicy::Always);
         assert_eq!(fs::metadata(&seg).unwrap().len(), len, "garbage cut");
@@ -1044,9 +1063,15 @@ mod tests {
         let (b2, more) = (b.clone(), events(&input, pushed, 20));
         let producer = std::thread::spawn(move || b2.push(more).is_ok());
         std::thread::sleep(Duration::from_millis(100));
-        assert!(!producer.is_finished(), "push waits while the buffer is full");
+        assert!(
+            !producer.is_finished(),
+            "push waits while the buffer is full"
+        );
         let taken = pop_n(&b, pushed).await;
-        assert!(!producer.is_finished(), "popped is not acknowledged: still full");
+        assert!(
+            !producer.is_finished(),
+            "popped is not acknowledged: still full"
+        );
         resolve_all(taken);
         wait_for("the producer to get through", || producer.is_finished());
         assert!(producer.join().unwrap());

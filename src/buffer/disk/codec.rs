@@ -153,7 +153,10 @@ impl Decoder {
     /// Decodes one payload. `payload` is a slice of a read buffer: the message is taken from
     /// it without a copy.
     pub fn decode(&mut self, payload: &Bytes) -> Result<Event, DecodeError> {
-        let mut c = Cursor { buf: payload, pos: 0 };
+        let mut c = Cursor {
+            buf: payload,
+            pos: 0,
+        };
         let version = c.u8("version")?;
         if version != VERSION {
             return Err(DecodeError::Version(version));
@@ -373,7 +376,12 @@ mod tests {
         let mut meta = Map::new();
         meta.insert("service".into(), Value::String("api".into()));
         let src = source(Some(meta));
-        let mut a = Event::new(src.clone(), Text::from("first ✓"), 7, 1_700_000_000_000_000_001);
+        let mut a = Event::new(
+            src.clone(),
+            Text::from("first ✓"),
+            7,
+            1_700_000_000_000_000_001,
+        );
         a.flags = FLAG_MULTILINE;
         a.insert("user.id", Value::from(42));
         let mut b = Event::new(src.clone(), Text::from("second"), 99, -5);

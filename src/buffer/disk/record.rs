@@ -105,9 +105,7 @@ pub fn next_frame(buf: &[u8], at: usize) -> Frame {
     };
     let have = rest.len() - HEADER;
     if have < len {
-        return Frame::Incomplete {
-            needed: len - have,
-        };
+        return Frame::Incomplete { needed: len - have };
     }
     let payload = at + HEADER..at + HEADER + len;
     if let Err(c) = verify(len, crc, &buf[payload.clone()]) {
@@ -177,7 +175,10 @@ mod tests {
                 assert_eq!((recs.len(), valid), (1, first_end), "flip at {i}");
             }
         }
-        assert_eq!(next_frame(&[0u8; 16], 0), Frame::Corrupt(Corrupt::ZeroLength));
+        assert_eq!(
+            next_frame(&[0u8; 16], 0),
+            Frame::Corrupt(Corrupt::ZeroLength)
+        );
         let mut empty = Vec::new();
         let at = begin(&mut empty);
         assert!(!finish(&mut empty, at));
