@@ -37,6 +37,9 @@
 //!   it exits, and at shutdown the agent bounds the drain by `shutdown_timeout` (what is left
 //!   stays on disk for the next run).
 //!
+//! Metrics: `logferry_buffer_bytes{output}` (unacknowledged bytes), and
+//! `logferry_buffer_corrupt_records_total{output}` (tails cut at recovery, records skipped).
+//!
 //! `len()` counts records written and not yet popped (what is queued for the output, as for the
 //! memory buffer), not records popped and still in flight. `capacity()` is `max_bytes` divided
 //! by the mean record size seen so far (512 bytes before the first write): an estimate, since a
@@ -197,6 +200,7 @@ impl DiskBuffer {
             dropped: metrics::counter!("logferry_output_events_total", "output" => output_id.to_owned(), "result" => "dropped"),
             bytes: metrics::gauge!("logferry_buffer_bytes", &labels),
         };
+        metrics.corrupt.increment(0);
         let rec = recover(&dir, output_id, &metrics)?;
         let writer = open_writer(&dir, &rec, segment_bytes.max(1))?;
         let mut segments: VecDeque<Segment> = rec.segments.iter().copied().collect();
@@ -289,6 +293,9 @@ impl DiskBuffer {
         }
         self.shared.space.notify_all();
         self.shared.readable.notify_waiters();
+        // `interval`: what was written last becomes durable now, so the positions the agent
+        // writes at shutdown include it.
+        self.shared.sync_unsynced();
     }
 
     /// Records written and not yet popped.
@@ -1103,6 +1110,9 @@ mod tests {
         b.push(events(&input, 0, 7)).unwrap();
         assert_eq!(input.committed(), 0, "not durable before the sync");
         wait_for("the background sync", || input.committed() == 7);
+        b.push(events(&input, 7, 3)).unwrap();
+        b.close();
+        assert_eq!(input.committed(), 10, "close syncs what is pending");
     }
 
     #[test]
