@@ -262,7 +262,11 @@ fn a_slow_output_with_a_disk_buffer_does_not_hold_back_a_fast_one() {
             return false;
         };
         let p: Value = serde_json::from_str(&text).unwrap();
-        p["entries"].as_array().unwrap().iter().any(|e| e["offset"] == end)
+        p["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["offset"] == end)
     };
     wait_until(
         Duration::from_secs(10),

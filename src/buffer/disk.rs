@@ -70,7 +70,7 @@ use crate::ack::{Finalizer, OrderedAcker};
 use crate::config::FsyncPolicy;
 use crate::event::Event;
 
-/// Most bytes one `pop` reads (a larger record is read whole).
+/// Most bytes one `pop` reads (a larger record is read whole); less when `max` is small.
 pub const READ_CHUNK: usize = 1 << 20;
 
 /// How often the background thread looks at acknowledgements.
@@ -502,7 +502,17 @@ impl Shared {
             };
             let avail = seg.end() - cursor;
             let at_in_file = cursor - seg.base;
-            let mut want = avail.min(READ_CHUNK as u64) as usize;
+            // Enough for `max` records of the mean size seen (twice over), within one chunk.
+            let n = self.written_records.load(Ordering::Relaxed);
+            let mean = self
+                .written_bytes
+                .load(Ordering::Relaxed)
+                .checked_div(n)
+                .unwrap_or(512);
+            let hint = (max as u64)
+                .saturating_mul(mean.saturating_mul(2))
+                .max(4096);
+            let mut want = avail.min(hint).min(READ_CHUNK as u64) as usize;
             let mut buf = vec![0u8; want];
             file.read_exact_at(&mut buf, at_in_file)?;
             if let Frame::Incomplete { needed } = record::next_frame(&buf, 0)
@@ -1113,6 +1123,27 @@ mod tests {
         b.push(events(&input, 7, 3)).unwrap();
         b.close();
         assert_eq!(input.committed(), 10, "close syncs what is pending");
+    }
+
+    #[tokio::test]
+    async fn records_larger_than_a_read_chunk_and_single_pops() {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = open(tmp.path(), 64 << 20, 8 << 20, FsyncPolicy::Never);
+        let input = OrderedAcker::new(0);
+        let mut big = events(&input, 0, 3);
+        big[1].message = Some(Text::from("y".repeat(3 * READ_CHUNK)));
+        b.push(big).unwrap();
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            got.extend(b.pop(1).await.unwrap());
+        }
+        assert_eq!(numbers(&got), vec![0, 1, 2]);
+        assert_eq!(got[1].message_str().len(), 3 * READ_CHUNK);
+        resolve_all(got);
+        assert_eq!(
+            b.acknowledged(),
+            b.shared.writer.lock().map(|w| w.len).unwrap()
+        );
     }
 
     #[test]
