@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::buffer::{Buffer, MemoryBuffer};
+use crate::buffer::{Buffer, DiskBuffer, MemoryBuffer};
 use crate::config::{BufferType, Config};
 use crate::inputs::{InputContext, InputHandle, InputStatus};
 use crate::outputs::dead_letter::{DEFAULT_MAX_BYTES, DeadLetters};
@@ -93,12 +93,16 @@ pub fn start_outputs(cfg: &Config) -> anyhow::Result<Vec<RunningOutput>> {
                 b.memory_max_bytes().0 as usize,
                 b.when_full.unwrap_or_default(),
             ))),
-            BufferType::Disk => {
-                anyhow::bail!(
-                    "{}: the disk buffer is not available in this build (use type: memory)",
-                    o.path
+            BufferType::Disk => Buffer::Disk(Arc::new(
+                DiskBuffer::open(
+                    &cfg.data_dir,
+                    &id,
+                    b.disk_max_bytes().0,
+                    b.disk_segment_bytes().0,
+                    b.fsync.unwrap_or_default(),
                 )
-            }
+                .with_context(|| format!("output `{id}`: cannot open its disk buffer"))?,
+            )),
         };
         let ctx = OutputContext {
             id: id.clone(),

@@ -226,6 +226,14 @@ impl Event {
         }
     }
 
+    /// Whether `source.meta` still applies to this event (false once [`materialize`]d into
+    /// its own fields). The disk buffer reads it to rebuild the event faithfully.
+    ///
+    /// [`materialize`]: Event::materialize
+    pub fn meta_is_live(&self) -> bool {
+        self.meta_live
+    }
+
     fn meta(&self) -> Option<&Map<String, Value>> {
         if self.meta_live {
             self.source.meta.as_deref()

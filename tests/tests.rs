@@ -5,4 +5,5 @@ mod util;
 
 mod backfill;
 mod cli;
+mod disk_buffer;
 mod file_input;

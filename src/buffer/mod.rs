@@ -2,12 +2,15 @@
 //!
 //! Invariant (ARCHITECTURE.md, 2): memory is bounded. A full memory buffer with
 //! `when_full: block` makes `push` wait, which pauses the input thread that called it: the
-//! files are the buffer. `drop_newest` resolves and counts what it refuses.
+//! files are the buffer. `drop_newest` resolves and counts what it refuses. A disk buffer
+//! (`disk.rs`) takes the backlog onto disk up to its `max_bytes`, then blocks the same way.
 
+pub mod disk;
 pub mod memory;
 
 use crate::event::Event;
 
+pub use disk::DiskBuffer;
 pub use memory::MemoryBuffer;
 
 /// The buffer was closed (shutdown): the events given back were not taken.
@@ -18,6 +21,7 @@ pub struct Closed(pub Vec<Event>);
 #[derive(Clone)]
 pub enum Buffer {
     Memory(std::sync::Arc<MemoryBuffer>),
+    Disk(std::sync::Arc<DiskBuffer>),
 }
 
 impl Buffer {
@@ -25,6 +29,7 @@ impl Buffer {
     pub fn push(&self, events: Vec<Event>) -> Result<(), Closed> {
         match self {
             Buffer::Memory(m) => m.push(events),
+            Buffer::Disk(d) => d.push(events),
         }
     }
 
@@ -32,6 +37,7 @@ impl Buffer {
     pub async fn pop(&self, max: usize) -> Option<Vec<Event>> {
         match self {
             Buffer::Memory(m) => m.pop(max).await,
+            Buffer::Disk(d) => d.pop(max).await,
         }
     }
 
@@ -39,13 +45,15 @@ impl Buffer {
     pub fn close(&self) {
         match self {
             Buffer::Memory(m) => m.close(),
+            Buffer::Disk(d) => d.close(),
         }
     }
 
-    /// Events queued now.
+    /// Events queued now (not yet taken by the output; for disk: records not yet popped).
     pub fn len(&self) -> usize {
         match self {
             Buffer::Memory(m) => m.len(),
+            Buffer::Disk(d) => d.len(),
         }
     }
 
@@ -57,12 +65,14 @@ impl Buffer {
     pub fn capacity(&self) -> usize {
         match self {
             Buffer::Memory(m) => m.capacity(),
+            Buffer::Disk(d) => d.capacity(),
         }
     }
 
     pub fn kind(&self) -> &'static str {
         match self {
             Buffer::Memory(_) => "memory",
+            Buffer::Disk(_) => "disk",
         }
     }
 }
