@@ -275,7 +275,7 @@ fn run(path: &str) -> i32 {
             return 1;
         }
     };
-    let res = rt.block_on(crate::agent::run(cfg, || {
+    let res = rt.block_on(crate::agent::run(cfg, path, || {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     }));
     match res {

@@ -189,6 +189,17 @@ impl Positions {
         }
     }
 
+    /// Whether every file of `input` being followed has all its batches acknowledged.
+    pub fn input_idle(&self, input: &str) -> bool {
+        let Ok(entries) = self.entries.lock() else {
+            return true;
+        };
+        entries
+            .iter()
+            .filter(|((i, _), _)| i == input)
+            .all(|(_, e)| e.live.as_ref().is_none_or(|a| a.idle() || a.stuck()))
+    }
+
     /// Writes the positions if they changed. Errors are returned for the caller to log.
     pub fn flush(&self) -> std::io::Result<()> {
         let Some(path) = &self.path else {

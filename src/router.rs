@@ -3,8 +3,16 @@
 //!
 //! An event several outputs want is cloned (its finalizer with it), so it counts as delivered
 //! once all of them have it; an event no output wants is acknowledged at once.
+//!
+//! The routes of an input live in a [`RouteTable`] the agent swaps on reload (SIGHUP): an
+//! input keeps running while outputs are added, changed or removed. A push that meets a buffer
+//! closed by a reload waits for the new table and hands the events to the output of the same
+//! id (or acknowledges them if that output is gone); a closed buffer without a new table means
+//! the agent is stopping.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 
@@ -21,6 +29,29 @@ pub struct Route {
     pub buffer: Buffer,
 }
 
+/// An input's routes, swappable while the input runs.
+#[derive(Default)]
+pub struct RouteTable(Mutex<Arc<Vec<Route>>>);
+
+impl RouteTable {
+    pub fn new(routes: Vec<Route>) -> Arc<RouteTable> {
+        Arc::new(RouteTable(Mutex::new(Arc::new(routes))))
+    }
+
+    pub fn get(&self) -> Arc<Vec<Route>> {
+        self.0.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    pub fn set(&self, routes: Vec<Route>) {
+        if let Ok(mut r) = self.0.lock() {
+            *r = Arc::new(routes);
+        }
+    }
+}
+
+/// Events a closed buffer gave back, by output id.
+pub struct Leftovers(pub Vec<(String, Vec<Event>)>);
+
 /// The buffers were closed: the agent is stopping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stopped;
@@ -36,7 +67,8 @@ pub struct TimeFilter {
 pub struct Pipeline {
     pub input_id: Arc<str>,
     chain: Chain,
-    routes: Vec<Route>,
+    table: Arc<RouteTable>,
+    stop: Option<Arc<AtomicBool>>,
     fields: Option<Arc<Map<String, Value>>>,
     filter: Option<TimeFilter>,
     events_in: metrics::Counter,
@@ -54,13 +86,26 @@ impl Pipeline {
         Pipeline {
             input_id: Arc::from(input_id),
             chain,
-            routes,
+            table: RouteTable::new(routes),
+            stop: None,
             fields: (!fields.is_empty()).then(|| Arc::new(fields)),
             filter: None,
             events_in: metrics::counter!("logferry_input_events_total", "input" => input_id.to_owned()),
             bytes_in: metrics::counter!("logferry_input_bytes_total", "input" => input_id.to_owned()),
             filtered: metrics::counter!("logferry_backfill_filtered_events_total", "input" => input_id.to_owned()),
         }
+    }
+
+    /// Routes through `table` (shared with the agent, which swaps it on reload), and gives up
+    /// on closed buffers once `stop` is set.
+    pub fn with_table(mut self, table: Arc<RouteTable>, stop: Arc<AtomicBool>) -> Pipeline {
+        self.table = table;
+        self.stop = Some(stop);
+        self
+    }
+
+    pub fn table(&self) -> Arc<RouteTable> {
+        self.table.clone()
     }
 
     pub fn with_filter(mut self, f: TimeFilter) -> Pipeline {
@@ -97,20 +142,72 @@ impl Pipeline {
             });
             self.filtered.increment((before - events.len()) as u64);
         }
-        route(&self.routes, events)
+        let mut routes = self.table.get();
+        let Err(mut left) = route(&routes, events) else {
+            return Ok(());
+        };
+        // A buffer was closed: a reload swapped the table (re-route), or the agent stops.
+        loop {
+            let Some(stop) = &self.stop else {
+                drop_unresolved(left);
+                return Err(Stopped);
+            };
+            if stop.load(Ordering::Relaxed) {
+                drop_unresolved(left);
+                return Err(Stopped);
+            }
+            let now = self.table.get();
+            if Arc::ptr_eq(&now, &routes) {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            routes = now;
+            let mut again = Vec::new();
+            for (output, events) in left.0 {
+                match routes.iter().find(|r| r.output == output) {
+                    Some(r) => {
+                        let (take, gone): (Vec<Event>, Vec<Event>) = events
+                            .into_iter()
+                            .partition(|e| r.when.as_ref().is_none_or(|c| c.eval(e)));
+                        resolve_all(gone);
+                        if let Err(c) = r.buffer.push(take) {
+                            again.push((output, c.0));
+                        }
+                    }
+                    // The output was removed: it no longer wants them.
+                    None => resolve_all(events),
+                }
+            }
+            if again.is_empty() {
+                return Ok(());
+            }
+            left = Leftovers(again);
+        }
     }
 }
 
-/// Hands each route the events it wants.
-pub fn route(routes: &[Route], events: Vec<Event>) -> Result<(), Stopped> {
+fn resolve_all(events: Vec<Event>) {
+    for mut e in events {
+        e.finalizer.resolve();
+    }
+}
+
+/// Events that could not be handed over stay unresolved: their lines are read again later.
+fn drop_unresolved(left: Leftovers) {
+    drop(left);
+}
+
+/// Hands each route the events it wants; events a closed buffer gave back are returned.
+pub fn route(routes: &[Route], events: Vec<Event>) -> Result<(), Leftovers> {
     match routes {
         [] => {
-            for mut e in events {
-                e.finalizer.resolve();
-            }
+            resolve_all(events);
             Ok(())
         }
-        [only] if only.when.is_none() => only.buffer.push(events).map_err(|_| Stopped),
+        [only] if only.when.is_none() => only
+            .buffer
+            .push(events)
+            .map_err(|c| Leftovers(vec![(only.output.clone(), c.0)])),
         _ => {
             let mut per_route: Vec<Vec<Event>> = routes.iter().map(|_| Vec::new()).collect();
             let mut wants: Vec<usize> = Vec::with_capacity(routes.len());
@@ -133,12 +230,19 @@ pub fn route(routes: &[Route], events: Vec<Event>) -> Result<(), Stopped> {
                     }
                 }
             }
+            let mut left = Vec::new();
             for (r, batch) in routes.iter().zip(per_route) {
-                if !batch.is_empty() {
-                    r.buffer.push(batch).map_err(|_| Stopped)?;
+                if !batch.is_empty()
+                    && let Err(c) = r.buffer.push(batch)
+                {
+                    left.push((r.output.clone(), c.0));
                 }
             }
-            Ok(())
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(Leftovers(left))
+            }
         }
     }
 }

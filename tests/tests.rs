@@ -7,3 +7,4 @@ mod backfill;
 mod cli;
 mod disk_buffer;
 mod file_input;
+mod operations;

@@ -372,6 +372,9 @@ pub struct InputConfig {
     pub kind: InputKind,
     /// Key path of this input in the file (`inputs[2]`), for messages.
     pub path: String,
+    /// The entry as written (after `${VAR}` expansion): reload compares it to tell a changed
+    /// input from an unchanged one.
+    pub raw: String,
 }
 
 /// Batching of an output's requests.
@@ -620,6 +623,8 @@ pub struct OutputConfig {
     pub common: OutputCommon,
     pub kind: OutputKind,
     pub path: String,
+    /// The entry as written (after `${VAR}` expansion), compared on reload.
+    pub raw: String,
 }
 
 /// Splits a mapping into (common keys, type-specific keys).
@@ -651,6 +656,7 @@ pub(crate) fn build(raw: RawConfig, source: ConfigSource) -> Result<Config, Conf
     let mut seen_inputs = HashSet::new();
     for (i, v) in raw.inputs.into_iter().enumerate() {
         let path = format!("inputs[{i}]");
+        let raw = serde_yaml_ng::to_string(&v).unwrap_or_default();
         let Value::Mapping(map) = v else {
             diags.push(source.diag(&path, "expected a mapping with `id` and `type`"));
             continue;
@@ -688,7 +694,12 @@ pub(crate) fn build(raw: RawConfig, source: ConfigSource) -> Result<Config, Conf
         match InputKind::parse(&common.kind, &source, &path, Value::Mapping(specific)) {
             Ok(kind) => {
                 diags.extend(kind.validate(&source, &path));
-                inputs.push(InputConfig { common, kind, path });
+                inputs.push(InputConfig {
+                    common,
+                    kind,
+                    path,
+                    raw,
+                });
             }
             Err(d) => diags.push(d),
         }
@@ -697,6 +708,7 @@ pub(crate) fn build(raw: RawConfig, source: ConfigSource) -> Result<Config, Conf
     let mut output_ids = HashSet::new();
     for (i, v) in raw.outputs.into_iter().enumerate() {
         let path = format!("outputs[{i}]");
+        let raw = serde_yaml_ng::to_string(&v).unwrap_or_default();
         let Value::Mapping(map) = v else {
             diags.push(source.diag(&path, "expected a mapping with `id` and `type`"));
             continue;
@@ -750,7 +762,12 @@ pub(crate) fn build(raw: RawConfig, source: ConfigSource) -> Result<Config, Conf
         match OutputKind::parse(&common.kind, &source, &path, Value::Mapping(specific)) {
             Ok(kind) => {
                 diags.extend(kind.validate(&source, &path));
-                outputs.push(OutputConfig { common, kind, path });
+                outputs.push(OutputConfig {
+                    common,
+                    kind,
+                    path,
+                    raw,
+                });
             }
             Err(d) => diags.push(d),
         }
