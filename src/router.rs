@@ -50,6 +50,7 @@ impl RouteTable {
 }
 
 /// Events a closed buffer gave back, by output id.
+#[derive(Debug)]
 pub struct Leftovers(pub Vec<(String, Vec<Event>)>);
 
 /// The buffers were closed: the agent is stopping.
