@@ -5,3 +5,7 @@ mod util;
 
 mod cli;
 mod file_input;
+mod logstash;
+mod loki;
+mod loki_server;
+mod lumberjack_server;

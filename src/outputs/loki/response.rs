@@ -26,8 +26,13 @@
 //!   M for stream: {..}`: the ingester checks a stream's entries in the order sent, and we send
 //!   each stream sorted by time, so the `N` it ignored are the `N` oldest of the `M` we sent
 //!   (entries too far behind the stream's newest line) — exact even when Loki listed only ten.
-//!   If `M` is not the number we sent for that stream, only the entries whose timestamps are
-//!   listed are rejected.
+//!   If `M` is not the number we sent for that stream (less those the distributor named),
+//!   only the entries whose timestamps are listed are rejected.
+//!
+//! Loki's own limits show through: when the ingester fails, the distributor answers with the
+//! ingester's error alone (its own validation errors are not repeated), and an ingester names
+//! only the last failing stream of a push; entries Loki dropped without naming them cannot be
+//! dead-lettered by any client.
 //! - any other 400 that names a stream (`stream '{..}'`) rejects that stream's entries; a 400
 //!   that names none (a body Loki could not parse, a request-wide limit) rejects every entry
 //!   of the request: Loki stored none of them.
@@ -175,8 +180,14 @@ pub fn attribute_400(body: &str, events: &[Event], p: &Prepared) -> Vec<Option<S
                     .map(|(_, l)| format!("loki: {l} ({summary})"))
                     .unwrap_or_else(|| summary.clone())
             };
-            if total == entries.len() {
-                for &i in entries.iter().take(ignored) {
+            // The ingester only saw what the distributor let through.
+            let candidates: Vec<u32> = entries
+                .iter()
+                .copied()
+                .filter(|&i| out[i as usize].is_none())
+                .collect();
+            if total == candidates.len() {
+                for &i in candidates.iter().take(ignored) {
                     out[i as usize] = Some(reason_for(events[i as usize].timestamp));
                     attributed = true;
                 }
