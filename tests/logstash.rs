@@ -67,19 +67,32 @@ fn partial_keepalive_and_slow_acks_deliver_exactly_once() {
         ..Behaviour::default()
     });
     let sb = Sandbox::new();
-    config(&sb, &server.addr, "    compression_level: 3\n    timeout: 1s\n    window: 64\n    max_in_flight: 2");
+    config(
+        &sb,
+        &server.addr,
+        "    compression_level: 3\n    timeout: 1s\n    window: 64\n    max_in_flight: 2",
+    );
     let lines = write_logs(&sb, 300);
     let mut agent = sb.start();
-    wait_until(Duration::from_secs(60), "every line acknowledged", || all_acked(&server, &lines));
+    wait_until(Duration::from_secs(60), "every line acknowledged", || {
+        all_acked(&server, &lines)
+    });
     assert!(agent.stop().success(), "{}", agent.stderr());
     let s = server.state();
     assert!(s.violations.is_empty(), "{:?}", s.violations);
     let counts = s.counts();
     assert_eq!(counts.len(), lines.len());
     // No failure happened, so nothing may have been sent twice.
-    assert!(counts.values().all(|&c| c == 1), "duplicates without a failure");
+    assert!(
+        counts.values().all(|&c| c == 1),
+        "duplicates without a failure"
+    );
     assert!(s.compressed_frames > 0);
-    assert!(s.connections <= 2, "{} connections: a keepalive did not reset the timeout", s.connections);
+    assert!(
+        s.connections <= 2,
+        "{} connections: a keepalive did not reset the timeout",
+        s.connections
+    );
     let first = s.first_event.as_ref().unwrap();
     assert_eq!(first["@metadata"]["beat"], "logferry");
     assert_eq!(first["input"]["id"], "app");
@@ -95,26 +108,47 @@ fn reset_stall_and_window_maximum_lose_nothing() {
         ..Behaviour::default()
     });
     let sb = Sandbox::new();
-    config(&sb, &server.addr, "    compression_level: 0\n    timeout: 1s\n    window: 2048\n    max_in_flight: 1");
+    config(
+        &sb,
+        &server.addr,
+        "    compression_level: 0\n    timeout: 1s\n    window: 2048\n    max_in_flight: 1",
+    );
     let lines = write_logs(&sb, 4000);
     let mut agent = sb.start();
     let done = eventually(Duration::from_secs(90), || all_acked(&server, &lines));
-    assert!(done, "not every line acknowledged: {:?}\n{}", server.state().window_sizes, agent.stderr());
+    assert!(
+        done,
+        "not every line acknowledged: {:?}\n{}",
+        server.state().window_sizes,
+        agent.stderr()
+    );
     assert!(agent.stop().success(), "{}", agent.stderr());
     let s = server.state();
     assert!(s.violations.is_empty(), "{:?}", s.violations);
     let counts = s.counts();
     assert_eq!(counts.len(), lines.len(), "a line never arrived");
     let dups = counts.values().filter(|&&c| c > 1).count();
-    assert!(dups > 0, "a reset mid-window must resend the unacknowledged rest");
+    assert!(
+        dups > 0,
+        "a reset mid-window must resend the unacknowledged rest"
+    );
     assert_eq!(s.resets, 2);
     assert_eq!(s.stalls, 1);
-    assert!(s.over_max >= 1, "the window never went over the server's maximum");
+    assert!(
+        s.over_max >= 1,
+        "the window never went over the server's maximum"
+    );
     // After refusals the window settles at or under the maximum: the last windows fit.
     let tail: Vec<u32> = s.window_sizes.iter().rev().take(3).copied().collect();
-    assert!(tail.iter().all(|&n| n <= 120), "window sizes at the end: {tail:?}");
+    assert!(
+        tail.iter().all(|&n| n <= 120),
+        "window sizes at the end: {tail:?}"
+    );
     let stderr = agent.stderr();
-    assert!(stderr.contains("no ack for"), "the stall must end in a timeout:\n{stderr}");
+    assert!(
+        stderr.contains("no ack for"),
+        "the stall must end in a timeout:\n{stderr}"
+    );
 }
 
 #[test]
@@ -144,7 +178,9 @@ outputs:
     ));
     let lines = write_logs(&sb, 100);
     let mut agent = sb.start();
-    wait_until(Duration::from_secs(30), "every line acknowledged", || all_acked(&server, &lines));
+    wait_until(Duration::from_secs(30), "every line acknowledged", || {
+        all_acked(&server, &lines)
+    });
     assert!(agent.stop().success());
     assert!(server.state().violations.is_empty());
 }

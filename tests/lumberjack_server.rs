@@ -107,7 +107,12 @@ fn ack(w: &mut TcpStream, seq: u32) -> std::io::Result<()> {
 }
 
 /// Reads `2J` frames from `r` into `out` until `want` frames are there or `r` ends.
-fn read_json_frames(r: &mut impl Read, out: &mut Vec<(u32, Vec<u8>)>, want: usize, st: &Mutex<State>) -> std::io::Result<()> {
+fn read_json_frames(
+    r: &mut impl Read,
+    out: &mut Vec<(u32, Vec<u8>)>,
+    want: usize,
+    st: &Mutex<State>,
+) -> std::io::Result<()> {
     while out.len() < want {
         let mut hdr = [0u8; 2];
         match r.read_exact(&mut hdr) {
@@ -116,7 +121,10 @@ fn read_json_frames(r: &mut impl Read, out: &mut Vec<(u32, Vec<u8>)>, want: usiz
             Err(e) => return Err(e),
         }
         if hdr[0] != b'2' {
-            st.lock().unwrap().violations.push(format!("bad version byte {:#x}", hdr[0]));
+            st.lock()
+                .unwrap()
+                .violations
+                .push(format!("bad version byte {:#x}", hdr[0]));
             return Err(std::io::Error::other("bad version"));
         }
         match hdr[1] {
@@ -137,7 +145,10 @@ fn read_json_frames(r: &mut impl Read, out: &mut Vec<(u32, Vec<u8>)>, want: usiz
                 read_json_frames(&mut &inner[..], out, want, st)?;
             }
             other => {
-                st.lock().unwrap().violations.push(format!("unexpected frame type {:?} inside a window", other as char));
+                st.lock().unwrap().violations.push(format!(
+                    "unexpected frame type {:?} inside a window",
+                    other as char
+                ));
                 return Err(std::io::Error::other("bad frame"));
             }
         }
@@ -154,7 +165,10 @@ fn serve(conn: TcpStream, st: &Mutex<State>, b: &Behaviour) {
             return;
         }
         if hdr != *b"2W" {
-            st.lock().unwrap().violations.push(format!("expected a 2W window frame, got {hdr:?}"));
+            st.lock()
+                .unwrap()
+                .violations
+                .push(format!("expected a 2W window frame, got {hdr:?}"));
             return;
         }
         let Ok(n) = be32(&mut r) else { return };
@@ -170,7 +184,9 @@ fn serve(conn: TcpStream, st: &Mutex<State>, b: &Behaviour) {
             return;
         }
         let mut frames = Vec::new();
-        if read_json_frames(&mut r, &mut frames, n as usize, st).is_err() || frames.len() < n as usize {
+        if read_json_frames(&mut r, &mut frames, n as usize, st).is_err()
+            || frames.len() < n as usize
+        {
             return;
         }
         let mut messages = Vec::with_capacity(frames.len());
@@ -178,7 +194,8 @@ fn serve(conn: TcpStream, st: &Mutex<State>, b: &Behaviour) {
             let mut s = st.lock().unwrap();
             for (i, (seq, payload)) in frames.iter().enumerate() {
                 if *seq != i as u32 + 1 {
-                    s.violations.push(format!("window {window_no}: frame {i} has sequence {seq}"));
+                    s.violations
+                        .push(format!("window {window_no}: frame {i} has sequence {seq}"));
                 }
                 let v: serde_json::Value = match serde_json::from_slice(payload) {
                     Ok(v) => v,
@@ -192,7 +209,8 @@ fn serve(conn: TcpStream, st: &Mutex<State>, b: &Behaviour) {
                 }
                 let m = v["message"].as_str().unwrap_or_default().to_owned();
                 if s.acked.contains(&m) {
-                    s.violations.push(format!("`{m}` received again after it was acknowledged"));
+                    s.violations
+                        .push(format!("`{m}` received again after it was acknowledged"));
                 }
                 s.received.push(m.clone());
                 messages.push(m);
@@ -206,7 +224,11 @@ fn serve(conn: TcpStream, st: &Mutex<State>, b: &Behaviour) {
         } else {
             (n, false)
         };
-        let step = if b.ack_every == 0 { n.max(1) } else { b.ack_every };
+        let step = if b.ack_every == 0 {
+            n.max(1)
+        } else {
+            b.ack_every
+        };
         let mut points: Vec<u32> = (1..=n).filter(|k| k % step == 0).collect();
         if points.last() != Some(&n) {
             points.push(n);
@@ -221,7 +243,11 @@ fn serve(conn: TcpStream, st: &Mutex<State>, b: &Behaviour) {
                 return;
             }
             if !b.slow_ack.is_zero() && last == 0 {
-                let every = if b.keepalive_every.is_zero() { b.slow_ack } else { b.keepalive_every };
+                let every = if b.keepalive_every.is_zero() {
+                    b.slow_ack
+                } else {
+                    b.keepalive_every
+                };
                 let mut waited = Duration::ZERO;
                 while waited < b.slow_ack {
                     std::thread::sleep(every);
