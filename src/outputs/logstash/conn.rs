@@ -225,6 +225,208 @@ pub fn tls_for(config: &TlsConfig) -> anyhow::Result<Option<Arc<Tls>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+    use std::process::Command;
+
+    fn openssl(dir: &Path, args: &[&str]) {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("the TLS test needs the openssl command to make its certificates");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A CA, a server certificate for `localhost` and a client certificate, all signed by it.
+    fn make_certs(dir: &Path) {
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        let mut ca = vec!["req", "-x509"];
+        ca.extend(ec);
+        ca.extend([
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=test-ca",
+        ]);
+        openssl(dir, &ca);
+        for (name, ext) in [
+            (
+                "server",
+                "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+            ),
+            (
+                "client",
+                "subjectAltName=DNS:agent\nbasicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+            ),
+        ] {
+            std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+            let key = format!("{name}.key");
+            let csr = format!("{name}.csr");
+            let mut req = vec!["req"];
+            req.extend(ec);
+            req.extend(["-keyout", &key, "-out", &csr, "-subj", "/CN=localhost"]);
+            openssl(dir, &req);
+            let pem = format!("{name}.pem");
+            let extfile = format!("{name}.ext");
+            openssl(
+                dir,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &csr,
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-out",
+                    &pem,
+                    "-days",
+                    "2",
+                    "-extfile",
+                    &extfile,
+                ],
+            );
+        }
+    }
+
+    /// A window over TLS with a client certificate, against a tokio-rustls server that
+    /// requires one and acks in two steps (a partial ack, then the rest).
+    #[tokio::test]
+    async fn tls_with_client_certificate() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let dir = tempfile::tempdir().unwrap();
+        make_certs(dir.path());
+        let p = |f: &str| dir.path().join(f).display().to_string();
+        let server_tls = acceptor(&p);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let srv = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut s = server_tls
+                .accept(tcp)
+                .await
+                .expect("handshake with a client certificate");
+            let mut hdr = [0u8; 6];
+            s.read_exact(&mut hdr).await.unwrap();
+            assert_eq!(&hdr[..2], b"2W");
+            let n = u32::from_be_bytes([hdr[2], hdr[3], hdr[4], hdr[5]]);
+            for _ in 0..n {
+                let mut f = [0u8; 10];
+                s.read_exact(&mut f).await.unwrap();
+                assert_eq!(&f[..2], b"2J");
+                let len = u32::from_be_bytes([f[6], f[7], f[8], f[9]]) as usize;
+                let mut body = vec![0u8; len];
+                s.read_exact(&mut body).await.unwrap();
+            }
+            for seq in [n / 2, n] {
+                let mut a = b"2A".to_vec();
+                a.extend_from_slice(&seq.to_be_bytes());
+                s.write_all(&a).await.unwrap();
+            }
+            s.flush().await.unwrap();
+            n
+        });
+        let tls = tls_for(&TlsConfig {
+            enabled: true,
+            ca_file: Some(p("ca.pem")),
+            cert_file: Some(p("client.pem")),
+            key_file: Some(p("client.key")),
+            verify: true,
+            server_name: Some("localhost".into()),
+        })
+        .unwrap()
+        .unwrap();
+        let addr = format!("127.0.0.1:{port}");
+        let mut conn = Conn::dial(&addr, 0, Some(&tls), Duration::from_secs(5))
+            .await
+            .unwrap();
+        let events: Vec<Event> = (0..6)
+            .map(|i| Event::synthetic("t", &format!("m{i}")))
+            .collect();
+        assert_eq!(
+            conn.send_window(&events, 0, Duration::from_secs(5)).await,
+            WindowResult::Complete
+        );
+        assert_eq!(srv.await.unwrap(), 6);
+
+        // Without the client certificate the server refuses the handshake.
+        let no_client = tls_for(&TlsConfig {
+            enabled: true,
+            ca_file: Some(p("ca.pem")),
+            cert_file: None,
+            key_file: None,
+            verify: true,
+            server_name: Some("localhost".into()),
+        })
+        .unwrap()
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let acceptor2 = acceptor(&p);
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            assert!(acceptor2.accept(tcp).await.is_err());
+        });
+        let r = match Conn::dial(&addr, 0, Some(&no_client), Duration::from_secs(5)).await {
+            Err(e) => Err(e),
+            Ok(mut c) => match c.send_window(&events, 0, Duration::from_secs(5)).await {
+                WindowResult::Complete => Ok(()),
+                WindowResult::Failed { error, .. } => Err(error),
+            },
+        };
+        assert!(
+            r.is_err(),
+            "a server that requires a client certificate must refuse"
+        );
+    }
+
+    /// A TLS server config that requires a client certificate signed by the test CA.
+    fn acceptor(p: &dyn Fn(&str) -> String) -> tokio_rustls::TlsAcceptor {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(p("ca.pem")).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        let chain: Vec<_> = CertificateDer::pem_file_iter(p("server.pem"))
+            .unwrap()
+            .map(|c| c.unwrap())
+            .collect();
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(
+                chain,
+                PrivateKeyDer::from_pem_file(p("server.key")).unwrap(),
+            )
+            .unwrap();
+        tokio_rustls::TlsAcceptor::from(Arc::new(server))
+    }
 
     #[test]
     fn host_forms() {
