@@ -7,4 +7,8 @@ mod backfill;
 mod cli;
 mod disk_buffer;
 mod file_input;
+mod logstash;
+mod loki;
+mod loki_server;
+mod lumberjack_server;
 mod operations;

@@ -9,6 +9,8 @@
 pub mod dead_letter;
 pub mod driver;
 pub mod file;
+pub mod logstash;
+pub mod loki;
 pub mod stats;
 pub mod stdout;
 pub mod template;
@@ -115,6 +117,8 @@ macro_rules! output {
 pub const REGISTRY: &[Registration] = &[
     output!("stdout", stdout::StdoutConfig),
     output!("file", file::FileOutputConfig),
+    output!("logstash", logstash::LogstashConfig),
+    output!("loki", loki::LokiConfig),
 ];
 
 /// A configured output's type-specific part.
