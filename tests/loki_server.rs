@@ -256,10 +256,7 @@ async fn push(
         );
     }
     // Decode: (labels, entries (ts, line, metadata)).
-    let mut streams: Vec<(
-        BTreeMap<String, String>,
-        Vec<(i64, String, BTreeMap<String, String>)>,
-    )> = Vec::new();
+    let mut streams: Vec<DecodedStream> = Vec::new();
     if ct == "application/x-protobuf" {
         use prost::Message;
         let raw = match snap::raw::Decoder::new().decompress_vec(&body) {
@@ -454,3 +451,9 @@ async fn push(
     s.statuses.push(204);
     (StatusCode::NO_CONTENT, String::new())
 }
+
+/// A decoded push stream: its labels and its entries (timestamp, line, structured metadata).
+type DecodedStream = (
+    BTreeMap<String, String>,
+    Vec<(i64, String, BTreeMap<String, String>)>,
+);
