@@ -5,4 +5,5 @@ mod util;
 
 mod backfill;
 mod cli;
+mod cloudwatch;
 mod file_input;

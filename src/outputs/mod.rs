@@ -6,6 +6,7 @@
 //! response into a [`SendOutcome`] (delivered, retry, rejected per event, or too large). It
 //! never sleeps, retries or writes dead letters (ARCHITECTURE.md, 3).
 
+pub mod cloudwatch;
 pub mod dead_letter;
 pub mod driver;
 pub mod file;
@@ -115,6 +116,7 @@ macro_rules! output {
 pub const REGISTRY: &[Registration] = &[
     output!("stdout", stdout::StdoutConfig),
     output!("file", file::FileOutputConfig),
+    output!("cloudwatch", cloudwatch::CloudWatchConfig),
 ];
 
 /// A configured output's type-specific part.
