@@ -23,7 +23,7 @@ use logferry::outputs::cloudwatch::{CloudWatchConfig, LineMode};
 use logferry::outputs::dead_letter::DeadLetters;
 use logferry::outputs::driver::Driver;
 use logferry::outputs::stats::OutputStats;
-use logferry::outputs::{Output, OutputContext, OutputSpec, SendOutcome};
+use logferry::outputs::{ItemOutcome, Output, OutputContext, OutputSpec, SendOutcome};
 
 use crate::util::{Sandbox, wait_until};
 
@@ -135,6 +135,9 @@ struct Recorded {
     puts: Vec<Put>,
     in_flight: HashMap<String, usize>,
     max_in_flight: usize,
+    /// Failures to answer the next PutLogEvents calls with, instead of forwarding them:
+    /// (HTTP status, AWS error code), as the real service sends them.
+    fail_next: std::collections::VecDeque<(u16, &'static str)>,
 }
 
 /// A loopback HTTP proxy to moto that records every PutLogEvents body.
@@ -199,6 +202,21 @@ async fn start_recorder(upstream: String) -> Recorder {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|t| t.ends_with(".PutLogEvents"));
         let mut put = None;
+        let injected = if is_put {
+            ctx.state.lock().unwrap().fail_next.pop_front()
+        } else {
+            None
+        };
+        if let Some((status, code)) = injected {
+            return Response::builder()
+                .status(status)
+                .header("content-type", "application/x-amz-json-1.1")
+                .header("x-amzn-errortype", code)
+                .body(Body::from(format!(
+                    r#"{{"__type":"{code}","message":"injected by the test proxy"}}"#
+                )))
+                .unwrap();
+        }
         if is_put {
             let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
             let events = v["logEvents"].as_array().cloned().unwrap_or_default();
@@ -522,4 +540,86 @@ fn concurrent_sends_keep_one_request_in_flight_per_stream() {
     let client = rt.block_on(sdk_client(&moto));
     let a = rt.block_on(read_stream(&client, &format!("{group}/a"), "a"));
     assert_eq!(a.len(), 3 * 3000);
+}
+
+#[test]
+fn throttling_and_unavailable_are_retried_missing_fields_and_groups_reported() {
+    let moto = require_moto();
+    let rt = runtime();
+    let rec = rt.block_on(start_recorder(moto.clone()));
+    let group = unique("retry");
+    let dir = tempfile::tempdir().unwrap();
+    let out = build_output(&rec.url, &format!("{group}/{{{{ service }}}}"), dir.path());
+    let batch: Vec<Event> = (0..5)
+        .map(|i| {
+            let mut e = Event::synthetic("app", &format!("event {i}"));
+            if i != 2 {
+                e.insert("service", serde_json::json!("svc"));
+            }
+            e
+        })
+        .collect();
+    rec.state.lock().unwrap().fail_next.extend([
+        (400, "ThrottlingException"),
+        (503, "ServiceUnavailableException"),
+    ]);
+    // The output never retries by itself: each failure comes back to the driver as Retry
+    // for the events that were sent, the event missing `service` is rejected at once.
+    for want in ["ThrottlingException", "ServiceUnavailableException"] {
+        match rt.block_on(out.send(&batch)) {
+            SendOutcome::Partial(items) => {
+                assert!(
+                    matches!(&items[2], ItemOutcome::Rejected(r) if r.contains("service")),
+                    "{items:?}"
+                );
+                for (i, it) in items.iter().enumerate() {
+                    if i != 2 {
+                        assert!(
+                            matches!(it, ItemOutcome::Retry(r) if r.contains(want)),
+                            "{items:?}"
+                        );
+                    }
+                }
+            }
+            other => panic!("expected a partial outcome, got {other:?}"),
+        }
+    }
+    match rt.block_on(out.send(&batch)) {
+        SendOutcome::Partial(items) => {
+            let delivered = items
+                .iter()
+                .filter(|i| **i == ItemOutcome::Delivered)
+                .count();
+            assert_eq!(delivered, 4, "{items:?}");
+        }
+        other => panic!("expected a partial outcome, got {other:?}"),
+    }
+    let client = rt.block_on(sdk_client(&moto));
+    let got: Vec<String> = rt
+        .block_on(read_stream(&client, &format!("{group}/svc"), "app"))
+        .into_iter()
+        .map(|(_, m)| m)
+        .collect();
+    assert_eq!(got, vec!["event 0", "event 1", "event 3", "event 4"]);
+    rec.assert_limits();
+
+    // Without create_missing, a missing group is retried with a reason that says what to do.
+    let mut cfg = output_config(&moto, &unique("absent"));
+    cfg.create_missing = false;
+    let out = cfg
+        .build(&OutputContext {
+            id: "cw".into(),
+            data_dir: dir.path().to_path_buf(),
+            host_name: "testhost".into(),
+        })
+        .unwrap();
+    match rt.block_on(out.send(&batch[..1])) {
+        SendOutcome::Retry { reason, .. } => {
+            assert!(
+                reason.contains("ResourceNotFound") && reason.contains("create_missing"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected a retry, got {other:?}"),
+    }
 }
