@@ -64,6 +64,7 @@ pub fn plan(events: &[Event], group: &Template, stream: &Template, line: LineMod
     let mut g = String::new();
     let mut s = String::new();
     let mut json = Vec::new();
+    let mut last: Option<usize> = None;
     for (i, e) in events.iter().enumerate() {
         if let Err(reason) = group.render_into(e, &mut g) {
             out.rejected.push((i, format!("log_group: {reason}")));
@@ -79,19 +80,29 @@ pub fn plan(events: &[Event], group: &Template, stream: &Template, line: LineMod
             continue;
         }
         let timestamp = e.timestamp.div_euclid(1_000_000);
-        let slot = match index.get(&(g.clone(), s.clone())) {
-            Some(&k) => k,
-            None => {
-                index.insert((g.clone(), s.clone()), out.streams.len());
-                out.streams.push(StreamPlan {
-                    group: g.clone(),
-                    stream: s.clone(),
-                    requests: Vec::new(),
-                });
-                per_stream.push(Vec::new());
-                out.streams.len() - 1
-            }
+        // Consecutive events almost always share their stream: compare with the last one
+        // before building a key for the map.
+        let same_as_last = last.is_some_and(|k: usize| {
+            let sp = &out.streams[k];
+            sp.group == g && sp.stream == s
+        });
+        let slot = match last.filter(|_| same_as_last) {
+            Some(k) => k,
+            None => match index.get(&(g.clone(), s.clone())) {
+                Some(&k) => k,
+                None => {
+                    index.insert((g.clone(), s.clone()), out.streams.len());
+                    out.streams.push(StreamPlan {
+                        group: g.clone(),
+                        stream: s.clone(),
+                        requests: Vec::new(),
+                    });
+                    per_stream.push(Vec::new());
+                    out.streams.len() - 1
+                }
+            },
         };
+        last = Some(slot);
         let sink = &mut per_stream[slot];
         match line {
             LineMode::Message => {

@@ -79,7 +79,9 @@ pub struct CloudWatchConfig {
     /// group's retention is left alone. Empty: never expire.
     #[serde(default)]
     pub retention_days: Option<u32>,
-    /// `message` (the line) or `json` (the whole event).
+    /// `message` (the line; one over 262,118 bytes is split into consecutive events with the
+    /// same timestamp) or `json` (the whole event; a `message` that makes it too large is cut
+    /// and flagged `truncated`). Empty messages go to the dead letters (the service refuses them).
     #[serde(default)]
     pub line: LineMode,
     /// Timeout of one call to the service (connecting included).
