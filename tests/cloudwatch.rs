@@ -413,8 +413,9 @@ fn output_config(endpoint: &str, group: &str) -> CloudWatchConfig {
 }
 
 fn build_output(endpoint: &str, group: &str, dir: &std::path::Path) -> Arc<dyn Output> {
-    // SAFETY: the variables are set to the same values by every test of this module, before
-    // any client reads them.
+    // The output takes credentials from the SDK's default chain, like the agent: give it the
+    // environment's dummies. SAFETY: every test sets the same values, and all reads of the
+    // environment in this process go through std (its environment lock), not libc directly.
     unsafe {
         std::env::set_var("AWS_ACCESS_KEY_ID", "test");
         std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
