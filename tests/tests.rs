@@ -5,6 +5,7 @@ mod util;
 
 mod backfill;
 mod cli;
+mod cloudwatch;
 mod disk_buffer;
 mod file_input;
 mod logstash;

@@ -6,6 +6,7 @@
 //! response into a [`SendOutcome`] (delivered, retry, rejected per event, or too large). It
 //! never sleeps, retries or writes dead letters (ARCHITECTURE.md, 3).
 
+pub mod cloudwatch;
 pub mod dead_letter;
 pub mod driver;
 pub mod file;
@@ -119,6 +120,7 @@ pub const REGISTRY: &[Registration] = &[
     output!("file", file::FileOutputConfig),
     output!("logstash", logstash::LogstashConfig),
     output!("loki", loki::LokiConfig),
+    output!("cloudwatch", cloudwatch::CloudWatchConfig),
 ];
 
 /// A configured output's type-specific part.
