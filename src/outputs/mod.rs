@@ -8,6 +8,7 @@
 
 pub mod dead_letter;
 pub mod driver;
+pub mod elasticsearch;
 pub mod file;
 pub mod stats;
 pub mod stdout;
@@ -112,6 +113,7 @@ macro_rules! output {
 pub const REGISTRY: &[Registration] = &[
     output!("stdout", stdout::StdoutConfig),
     output!("file", file::FileOutputConfig),
+    output!("elasticsearch", elasticsearch::ElasticsearchConfig),
 ];
 
 /// A configured output's type-specific part.
