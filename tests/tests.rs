@@ -4,4 +4,6 @@
 mod util;
 
 mod cli;
+mod elasticsearch;
+mod es_server;
 mod file_input;
