@@ -90,13 +90,19 @@ fn ships_gzip_with_basic_auth_and_an_index_template() {
         "index from the template: {}",
         docs[0].index
     );
-    assert_eq!(docs[0].source["log"]["file"]["path"], sb.join("logs/a.log").display().to_string());
+    assert_eq!(
+        docs[0].source["log"]["file"]["path"],
+        sb.join("logs/a.log").display().to_string()
+    );
     let seen = es.seen();
     assert!(seen.gzip_requests > 0 && seen.gzip_requests == seen.bulk_requests);
     assert_eq!(seen.unauthorized, 0);
     assert!(agent.stop().success());
     let stderr = agent.stderr();
-    assert!(stderr.contains("Elasticsearch 8.15.0"), "version probe logged: {stderr}");
+    assert!(
+        stderr.contains("Elasticsearch 8.15.0"),
+        "version probe logged: {stderr}"
+    );
     assert!(!stderr.contains("s3cret"), "the password is never logged");
 }
 
@@ -112,7 +118,11 @@ fn chrono_like_today() -> String {
 
 #[test]
 fn data_stream_with_api_key_on_opensearch() {
-    let es = FakeEs::start_with(Flavor::OpenSearch2, Some("ApiKey aWQ6a2V5".to_owned()), None);
+    let es = FakeEs::start_with(
+        Flavor::OpenSearch2,
+        Some("ApiKey aWQ6a2V5".to_owned()),
+        None,
+    );
     let sb = Sandbox::new();
     config(
         &sb,
@@ -128,7 +138,11 @@ fn data_stream_with_api_key_on_opensearch() {
     assert!(es.docs().iter().all(|d| d.index == "logs-app-default"));
     let seen = es.seen();
     assert_eq!(seen.gzip_requests, 0);
-    assert!(seen.bulk_paths.iter().all(|p| p.contains("pipeline=enrich")));
+    assert!(
+        seen.bulk_paths
+            .iter()
+            .all(|p| p.contains("pipeline=enrich"))
+    );
     assert_eq!(seen.rejected, 0, "data streams got `create`");
     assert!(agent.stop().success());
     assert!(agent.stderr().contains("OpenSearch 2.11.1"));
@@ -143,7 +157,10 @@ fn per_item_429_is_retried_and_mapping_errors_go_to_dead_letters() {
         ..Faults::default()
     });
     let sb = Sandbox::new();
-    config(&sb, &format!("    hosts: [\"{}\"]\n    index: logs\n", es.url()));
+    config(
+        &sb,
+        &format!("    hosts: [\"{}\"]\n    index: logs\n", es.url()),
+    );
     let good = write_lines(&sb, "a.log", "good", 600);
     let bad = write_lines(&sb, "b.log", "BADDOC", 20);
     let mut agent = sb.start();
@@ -179,7 +196,10 @@ fn whole_request_503_is_retried() {
         ..Faults::default()
     });
     let sb = Sandbox::new();
-    config(&sb, &format!("    hosts: [\"{}\"]\n    index: logs\n", es.url()));
+    config(
+        &sb,
+        &format!("    hosts: [\"{}\"]\n    index: logs\n", es.url()),
+    );
     let lines = write_lines(&sb, "a.log", "x", 800);
     let mut agent = sb.start();
     wait_docs(&es, 800);
@@ -197,7 +217,13 @@ fn request_413_halves_the_batch_and_an_oversized_document_is_dead_lettered() {
         ..Faults::default()
     });
     let sb = Sandbox::new();
-    config(&sb, &format!("    hosts: [\"{}\"]\n    index: logs\n    compression: gzip\n", es.url()));
+    config(
+        &sb,
+        &format!(
+            "    hosts: [\"{}\"]\n    index: logs\n    compression: gzip\n",
+            es.url()
+        ),
+    );
     let mut lines = write_lines(&sb, "a.log", "x", 400);
     let huge = format!("HUGE {}", "y".repeat(40 * 1024));
     append_lines(&sb.join("logs/a.log"), [huge.clone()]);
@@ -263,7 +289,10 @@ fn fails_over_to_a_healthy_host() {
     let sb = Sandbox::new();
     config(
         &sb,
-        &format!("    hosts: [\"{dead}\", \"{}\"]\n    index: logs\n", es.url()),
+        &format!(
+            "    hosts: [\"{dead}\", \"{}\"]\n    index: logs\n",
+            es.url()
+        ),
     );
     let lines = write_lines(&sb, "a.log", "x", 2000);
     let mut agent = sb.start();
@@ -339,7 +368,11 @@ fn backlog_while_the_output_is_down_keeps_memory_bounded() {
     let started = std::time::Instant::now();
     while es.seen().refused < 15 {
         if started.elapsed() > LIMIT || !agent.is_running() {
-            panic!("no retries against the down cluster: {:?}\n{}", es.seen(), agent.stderr());
+            panic!(
+                "no retries against the down cluster: {:?}\n{}",
+                es.seen(),
+                agent.stderr()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -409,6 +442,62 @@ outputs:
         es.seen().conflicts > 0
     });
     assert_eq!(es.doc_count(), written.len());
-    assert_eq!(es.message_counts(), counts(&written), "zero duplicates, nothing lost");
+    assert_eq!(
+        es.message_counts(),
+        counts(&written),
+        "zero duplicates, nothing lost"
+    );
     assert!(agent.stop().success());
+}
+
+#[test]
+fn tls_with_a_ca_file_and_a_client_certificate() {
+    use crate::es_server::{TlsFront, tls_dir};
+    let es = FakeEs::start(Flavor::Es8);
+    let front = TlsFront::start(es.addr, true);
+    let dir = tls_dir();
+    let sb = Sandbox::new();
+    let host = format!("https://localhost:{}", front.port);
+    config(
+        &sb,
+        &format!(
+            "    hosts: [\"{host}\"]\n    index: logs\n    tls: {{ ca_file: \"{dir}/ca.pem\", cert_file: \"{dir}/client.pem\", key_file: \"{dir}/client.key\" }}\n"
+        ),
+    );
+    let cfg = sb.join("agent.yaml").display().to_string();
+    let (st, out, _) = sb.run_cmd(&["check", "--probe", "-c", &cfg]);
+    assert!(st.success(), "{out}");
+    let lines = write_lines(&sb, "a.log", "tls", 300);
+    let mut agent = sb.start();
+    wait_docs(&es, 300);
+    assert_eq!(es.message_counts(), counts(&lines));
+    assert!(agent.stop().success());
+
+    // Verification is on by default: without the CA the server is not trusted.
+    config(
+        &sb,
+        &format!(
+            "    hosts: [\"{host}\"]\n    tls: {{ cert_file: \"{dir}/client.pem\", key_file: \"{dir}/client.key\" }}\n"
+        ),
+    );
+    let (st, out, _) = sb.run_cmd(&["check", "--probe", "-c", &cfg]);
+    assert_eq!(st.code(), Some(1), "{out}");
+    assert!(out.contains("UnknownIssuer"), "{out}");
+    // Without the client certificate the server refuses the handshake.
+    config(
+        &sb,
+        &format!("    hosts: [\"{host}\"]\n    tls: {{ ca_file: \"{dir}/ca.pem\" }}\n"),
+    );
+    let (st, out, _) = sb.run_cmd(&["check", "--probe", "-c", &cfg]);
+    assert_eq!(st.code(), Some(1), "{out}");
+    assert!(out.contains("CertificateRequired"), "{out}");
+    // `verify: false` accepts the unknown issuer.
+    config(
+        &sb,
+        &format!(
+            "    hosts: [\"{host}\"]\n    tls: {{ verify: false, cert_file: \"{dir}/client.pem\", key_file: \"{dir}/client.key\" }}\n"
+        ),
+    );
+    let (st, out, _) = sb.run_cmd(&["check", "--probe", "-c", &cfg]);
+    assert!(st.success(), "{out}");
 }

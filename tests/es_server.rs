@@ -431,9 +431,15 @@ async fn handle(req: &Request, st: &State) -> Option<(u16, Vec<u8>)> {
 
 fn root_document(flavor: Flavor) -> Value {
     match flavor {
-        Flavor::Es7 => json!({"name": "fake", "cluster_name": "fake", "version": {"number": "7.17.22", "build_flavor": "default"}, "tagline": "You Know, for Search"}),
-        Flavor::Es8 => json!({"name": "fake", "cluster_name": "fake", "version": {"number": "8.15.0", "build_flavor": "default"}, "tagline": "You Know, for Search"}),
-        Flavor::OpenSearch2 => json!({"name": "fake", "cluster_name": "fake", "version": {"distribution": "opensearch", "number": "2.11.1"}, "tagline": "The OpenSearch Project: https://opensearch.org/"}),
+        Flavor::Es7 => {
+            json!({"name": "fake", "cluster_name": "fake", "version": {"number": "7.17.22", "build_flavor": "default"}, "tagline": "You Know, for Search"})
+        }
+        Flavor::Es8 => {
+            json!({"name": "fake", "cluster_name": "fake", "version": {"number": "8.15.0", "build_flavor": "default"}, "tagline": "You Know, for Search"})
+        }
+        Flavor::OpenSearch2 => {
+            json!({"name": "fake", "cluster_name": "fake", "version": {"distribution": "opensearch", "number": "2.11.1"}, "tagline": "The OpenSearch Project: https://opensearch.org/"})
+        }
     }
 }
 
@@ -526,7 +532,11 @@ async fn bulk(req: &Request, st: &State, path: &str) -> Option<(u16, Vec<u8>)> {
         }
         let id = meta["_id"].as_str().map(str::to_owned);
         // Data streams (named `<type>-<dataset>-<namespace>` here) take `create` only.
-        if index.starts_with("logs-") && !index.contains('.') && index.matches('-').count() == 2 && op == "index" {
+        if index.starts_with("logs-")
+            && !index.contains('.')
+            && index.matches('-').count() == 2
+            && op == "index"
+        {
             lines.next();
             errors = true;
             st.seen.lock().unwrap().rejected += 1;
@@ -548,7 +558,10 @@ async fn bulk(req: &Request, st: &State, path: &str) -> Option<(u16, Vec<u8>)> {
             }
             "delete" => {
                 let mut idx = st.index.lock().unwrap();
-                match id.clone().and_then(|id| idx.docs.remove(&(index.clone(), id))) {
+                match id
+                    .clone()
+                    .and_then(|id| idx.docs.remove(&(index.clone(), id)))
+                {
                     Some(_) => (200, "deleted", None),
                     None => (404, "not_found", None),
                 }
@@ -610,7 +623,10 @@ fn item_index(
                 Some((
                     "mapper_parsing_exception",
                     "failed to parse".to_owned(),
-                    Some(("not_x_content_exception", "Compressor detection can only be called on some xcontent bytes".to_owned())),
+                    Some((
+                        "not_x_content_exception",
+                        "Compressor detection can only be called on some xcontent bytes".to_owned(),
+                    )),
                 )),
             );
         }
@@ -660,7 +676,9 @@ fn item_index(
                 "",
                 Some((
                     "version_conflict_engine_exception",
-                    format!("[{id}]: version conflict, document already exists (current version [1])"),
+                    format!(
+                        "[{id}]: version conflict, document already exists (current version [1])"
+                    ),
                     None,
                 )),
             );
@@ -671,4 +689,108 @@ fn item_index(
     idx.docs.insert(key.clone(), doc);
     idx.order.push(key);
     (201, "created", None)
+}
+
+/// A TLS front for a [`FakeEs`] (test certificates in `tests/data/tls`): terminates TLS with
+/// rustls, optionally requiring a client certificate signed by the test CA, and forwards each
+/// request to the plain fake over a fresh connection. Blocking threads; they live as long as
+/// the test process.
+pub struct TlsFront {
+    pub port: u16,
+}
+
+impl TlsFront {
+    pub fn start(backend: SocketAddr, require_client_cert: bool) -> TlsFront {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tls_dir();
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(format!("{dir}/server.pem"))
+                .unwrap()
+                .map(|c| c.unwrap())
+                .collect();
+        let key = PrivateKeyDer::from_pem_file(format!("{dir}/server.key")).unwrap();
+        let builder = rustls::ServerConfig::builder();
+        let builder = if require_client_cert {
+            let mut roots = rustls::RootCertStore::empty();
+            roots
+                .add(CertificateDer::from_pem_file(format!("{dir}/ca.pem")).unwrap())
+                .unwrap();
+            let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+                .build()
+                .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let config = Arc::new(builder.with_single_cert(certs, key).unwrap());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for tcp in listener.incoming().flatten() {
+                let config = config.clone();
+                std::thread::spawn(move || {
+                    let _ = tls_connection(tcp, config, backend);
+                });
+            }
+        });
+        TlsFront { port }
+    }
+}
+
+/// Where the test certificates are.
+pub fn tls_dir() -> String {
+    format!("{}/tests/data/tls", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tls_connection(
+    tcp: std::net::TcpStream,
+    config: Arc<rustls::ServerConfig>,
+    backend: SocketAddr,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let conn = rustls::ServerConnection::new(config).map_err(std::io::Error::other)?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        let head_end = loop {
+            if let Some(i) = find(&buf, b"\r\n\r\n") {
+                break i;
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = tls.read(&mut chunk)?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let len = head
+            .split("\r\n")
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        while buf.len() < head_end + 4 + len {
+            let mut chunk = [0u8; 16 * 1024];
+            let n = tls.read(&mut chunk)?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let request: Vec<u8> = buf.drain(..head_end + 4 + len).collect();
+        // Forward with `connection: close`, so the answer ends at EOF.
+        let first_line_end = find(&request, b"\r\n").unwrap_or(0);
+        let mut up = std::net::TcpStream::connect(backend)?;
+        up.write_all(&request[..first_line_end + 2])?;
+        up.write_all(b"connection: close\r\n")?;
+        up.write_all(&request[first_line_end + 2..])?;
+        let mut answer = Vec::new();
+        up.read_to_end(&mut answer)?;
+        tls.write_all(&answer)?;
+        tls.flush()?;
+    }
 }

@@ -107,6 +107,8 @@ pub fn parse(body: &[u8], stop_early: bool) -> Result<BulkResponse, ParseError> 
                 }
             }
             b"items" => {
+                // A repeated key replaces the earlier one, as JSON readers do.
+                out.items.clear();
                 s.items(&mut out.items)?;
                 out.items_read = true;
             }
