@@ -48,8 +48,9 @@ pub struct ElasticsearchConfig {
     /// Base URLs of the cluster's nodes (`https://es1:9200`; a bare `host:port` means
     /// `http://`). Requests go round-robin over the healthy ones.
     pub hosts: Vec<String>,
-    /// Index name template: `{{ field }}` (with `| default: "x"`) and `%Y %m %d %H` of the
-    /// event's time, UTC. Default `logferry-%Y.%m.%d`. Not with `data_stream`.
+    /// Index name template: `{{ field }}` (a missing field may be given a `default:`) and
+    /// `%Y %m %d %H` of the event's time, UTC. Default `logferry-%Y.%m.%d`. Not with
+    /// `data_stream`.
     pub index: Option<String>,
     /// Write to the data stream `<type>-<dataset>-<namespace>` (with `create`). Not with
     /// `index`.
@@ -83,13 +84,13 @@ fn default_request_timeout() -> Dur {
 #[derive(Debug, Clone, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DataStreamConfig {
-    /// `logs` (default), `metrics`, ...
+    /// The type part: `logs`, `metrics`, ...
     #[serde(rename = "type", default = "default_ds_type")]
     pub kind: String,
-    /// Default `generic`.
+    /// The dataset part.
     #[serde(default = "default_ds_dataset")]
     pub dataset: String,
-    /// Default `default`.
+    /// The namespace part.
     #[serde(default = "default_ds_namespace")]
     pub namespace: String,
 }
