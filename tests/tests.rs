@@ -7,6 +7,8 @@ mod backfill;
 mod cli;
 mod cloudwatch;
 mod disk_buffer;
+mod elasticsearch;
+mod es_server;
 mod file_input;
 mod logstash;
 mod loki;

@@ -9,6 +9,7 @@
 pub mod cloudwatch;
 pub mod dead_letter;
 pub mod driver;
+pub mod elasticsearch;
 pub mod file;
 pub mod logstash;
 pub mod loki;
@@ -121,6 +122,7 @@ pub const REGISTRY: &[Registration] = &[
     output!("logstash", logstash::LogstashConfig),
     output!("loki", loki::LokiConfig),
     output!("cloudwatch", cloudwatch::CloudWatchConfig),
+    output!("elasticsearch", elasticsearch::ElasticsearchConfig),
 ];
 
 /// A configured output's type-specific part.
