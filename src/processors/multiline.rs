@@ -583,9 +583,10 @@ mod tests {
         assert_eq!(out.len(), 1);
     }
 
-
     fn preset(name: &str) -> Joiner {
-        cfg(&format!("{{ preset: {name} }}")).joiner(1 << 20).unwrap()
+        cfg(&format!("{{ preset: {name} }}"))
+            .joiner(1 << 20)
+            .unwrap()
     }
 
     #[test]
@@ -636,7 +637,10 @@ mod tests {
         assert!(t[0].starts_with("2024-01-01 10:00:00") && t[0].ends_with("\t... 3 more"));
         assert_eq!(out[0].lines, 8);
         assert!(t[3].starts_with("Jan 05") && t[3].ends_with("App.java:5)\n"));
-        assert_eq!(t[4], "Jan 05, 2024 3:04:06 PM com.example.App main\nINFO: no trace");
+        assert_eq!(
+            t[4],
+            "Jan 05, 2024 3:04:06 PM com.example.App main\nINFO: no trace"
+        );
         assert!(t[5].starts_with("java.lang.Error"));
     }
 
