@@ -86,10 +86,7 @@ pub fn start_outputs(cfg: &Config) -> anyhow::Result<Vec<RunningOutput>> {
                 b.when_full.unwrap_or_default(),
             ))),
             BufferType::Disk => {
-                anyhow::bail!(
-                    "{}: the disk buffer is not available in this build (use type: memory)",
-                    o.path
-                )
+                anyhow::bail!("{}: the disk buffer is not available in this build (use type: memory)", o.path)
             }
         };
         let ctx = OutputContext {

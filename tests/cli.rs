@@ -11,10 +11,7 @@ fn config_errors_name_file_line_column_and_key_path() {
     let cfg = sb.join("agent.yaml");
     let (st, _out, err) = sb.run_cmd(&["check", "-c", cfg.to_str().unwrap()]);
     assert_eq!(st.code(), Some(78), "stderr: {err}");
-    assert!(
-        err.contains("agent.yaml:6:"),
-        "line of the unknown key: {err}"
-    );
+    assert!(err.contains("agent.yaml:6:"), "line of the unknown key: {err}");
     assert!(err.contains("inputs[0].pathz"), "key path: {err}");
     assert!(err.contains("unknown key `pathz`"), "{err}");
     assert!(err.contains("outputs[0].batch.max_bytes"), "{err}");
@@ -30,18 +27,9 @@ fn semantic_errors_are_located() {
     );
     let (st, _o, err) = sb.run_cmd(&["check", "-c", sb.join("agent.yaml").to_str().unwrap()]);
     assert_eq!(st.code(), Some(78));
-    assert!(
-        err.contains("inputs[0].multiline.pattern") && err.contains("agent.yaml:6:"),
-        "{err}"
-    );
-    assert!(
-        err.contains("inputs[1].type") && err.contains("unknown input type `nope`"),
-        "{err}"
-    );
-    assert!(
-        err.contains("outputs[0].inputs[0]") && err.contains("ghost"),
-        "{err}"
-    );
+    assert!(err.contains("inputs[0].multiline.pattern") && err.contains("agent.yaml:6:"), "{err}");
+    assert!(err.contains("inputs[1].type") && err.contains("unknown input type `nope`"), "{err}");
+    assert!(err.contains("outputs[0].inputs[0]") && err.contains("ghost"), "{err}");
 }
 
 #[test]
@@ -50,10 +38,7 @@ fn missing_env_var_is_an_error() {
     sb.config("inputs:\n  - id: a\n    type: file\n    paths: [\"${LOGFERRY_TEST_UNSET_VAR}/x.log\"]\noutputs:\n  - { id: o, type: stdout }\n");
     let (st, _o, err) = sb.run_cmd(&["check", "-c", sb.join("agent.yaml").to_str().unwrap()]);
     assert_eq!(st.code(), Some(78));
-    assert!(
-        err.contains("LOGFERRY_TEST_UNSET_VAR") && err.contains(":4:"),
-        "{err}"
-    );
+    assert!(err.contains("LOGFERRY_TEST_UNSET_VAR") && err.contains(":4:"), "{err}");
 }
 
 #[test]
@@ -72,18 +57,9 @@ fn check_prints_topology_and_reads_stdin() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(
-        text.contains("app [file /var/log/app/*.log] | drop_event -> out, errors"),
-        "{text}"
-    );
-    assert!(
-        text.contains("sys [file /var/log/syslog] -> errors"),
-        "{text}"
-    );
-    assert!(
-        text.contains("errors [file /tmp/errors-%Y-%m-%d.ndjson] <- all inputs (when ...)"),
-        "{text}"
-    );
+    assert!(text.contains("app [file /var/log/app/*.log] | drop_event -> out, errors"), "{text}");
+    assert!(text.contains("sys [file /var/log/syslog] -> errors"), "{text}");
+    assert!(text.contains("errors [file /tmp/errors-%Y-%m-%d.ndjson] <- all inputs (when ...)"), "{text}");
 }
 
 #[test]
@@ -91,10 +67,7 @@ fn version_prints_features() {
     let sb = Sandbox::new();
     let (st, out, _) = sb.run_cmd(&["version"]);
     assert!(st.success());
-    assert!(
-        out.starts_with("logferry ") && out.contains("outputs:"),
-        "{out}"
-    );
+    assert!(out.starts_with("logferry ") && out.contains("outputs:"), "{out}");
 }
 
 #[test]
@@ -108,23 +81,15 @@ fn example_configs_are_valid() {
             .env("ES_PASSWORD", "x")
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{f}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{f}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
 
 #[test]
 fn configuration_reference_is_current() {
     let root = env!("CARGO_MANIFEST_DIR");
-    let committed =
-        std::fs::read_to_string(format!("{root}/docs/configuration.md")).unwrap_or_default();
-    let out = std::process::Command::new(crate::util::bin())
-        .arg("config-docs")
-        .output()
-        .unwrap();
+    let committed = std::fs::read_to_string(format!("{root}/docs/configuration.md")).unwrap_or_default();
+    let out = std::process::Command::new(crate::util::bin()).arg("config-docs").output().unwrap();
     let generated = String::from_utf8_lossy(&out.stdout);
     assert!(
         committed == generated,

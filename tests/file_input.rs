@@ -23,11 +23,7 @@ outputs:
 
 fn wait_for_messages(sb: &Sandbox, n: usize) -> Vec<serde_json::Value> {
     let out = sb.join("out.ndjson");
-    wait_until(
-        Duration::from_secs(30),
-        &format!("{n} events in out.ndjson"),
-        || read_ndjson(&out).len() >= n,
-    );
+    wait_until(Duration::from_secs(30), &format!("{n} events in out.ndjson"), || read_ndjson(&out).len() >= n);
     read_ndjson(&out)
 }
 

@@ -24,9 +24,7 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub fn new() -> Sandbox {
-        Sandbox {
-            tmp: tempfile::tempdir().expect("temp dir"),
-        }
+        Sandbox { tmp: tempfile::tempdir().expect("temp dir") }
     }
 
     pub fn path(&self) -> &Path {
@@ -73,24 +71,13 @@ impl Sandbox {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn logferry");
-        Agent {
-            child: Some(child),
-            stderr_path,
-        }
+        Agent { child: Some(child), stderr_path }
     }
 
     /// Runs a logferry subcommand to completion: (status, stdout, stderr).
     pub fn run_cmd(&self, args: &[&str]) -> (ExitStatus, String, String) {
-        let out = Command::new(bin())
-            .args(args)
-            .current_dir(self.path())
-            .output()
-            .expect("run logferry");
-        (
-            out.status,
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let out = Command::new(bin()).args(args).current_dir(self.path()).output().expect("run logferry");
+        (out.status, String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }
 
@@ -140,19 +127,14 @@ impl Agent {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!(
-                    "logferry did not exit within {limit:?}; stderr:\n{}",
-                    self.stderr()
-                );
+                panic!("logferry did not exit within {limit:?}; stderr:\n{}", self.stderr());
             }
             std::thread::sleep(Duration::from_millis(10));
         }
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
     pub fn stderr(&self) -> String {
@@ -187,37 +169,26 @@ pub fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
 
 /// Parses an NDJSON file; a torn last line (no newline yet) is ignored.
 pub fn read_ndjson(path: &Path) -> Vec<Value> {
-    let Ok(text) = fs::read_to_string(path) else {
-        return Vec::new();
-    };
+    let Ok(text) = fs::read_to_string(path) else { return Vec::new() };
     let complete = match text.rfind('\n') {
         Some(i) => &text[..=i],
         None => "",
     };
-    complete
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_str(l).expect("valid json line"))
-        .collect()
+    complete.lines().filter(|l| !l.is_empty()).map(|l| serde_json::from_str(l).expect("valid json line")).collect()
 }
 
 /// The `message` of every event, as a multiset.
 pub fn message_counts(events: &[Value]) -> HashMap<String, usize> {
     let mut m = HashMap::new();
     for e in events {
-        *m.entry(e["message"].as_str().unwrap_or_default().to_owned())
-            .or_default() += 1;
+        *m.entry(e["message"].as_str().unwrap_or_default().to_owned()).or_default() += 1;
     }
     m
 }
 
 /// Appends lines to a file (creating it).
 pub fn append_lines(path: &Path, lines: impl IntoIterator<Item = String>) {
-    let mut f = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .expect("open for append");
+    let mut f = fs::OpenOptions::new().create(true).append(true).open(path).expect("open for append");
     let mut buf = String::new();
     for l in lines {
         buf.push_str(&l);
@@ -233,9 +204,5 @@ pub fn line(tag: &str, i: usize) -> String {
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }

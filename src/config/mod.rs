@@ -192,9 +192,7 @@ pub(crate) fn from_value<T: de::DeserializeOwned>(
             if !path.ends_with(&rest[..end]) {
                 path = join_path(&path, &rest[..end]);
             }
-            let exp = rest[end + 1..]
-                .trim_start_matches(", expected")
-                .trim_start_matches(" one of");
+            let exp = rest[end + 1..].trim_start_matches(", expected").trim_start_matches(" one of");
             message = format!("unknown key `{}`; expected one of{exp}", &rest[..end]);
         }
         source.diag(&path, message)
@@ -221,9 +219,7 @@ fn yaml_to_json(v: Value) -> Result<serde_json::Value, (String, String)> {
             items
                 .into_iter()
                 .enumerate()
-                .map(|(i, v)| {
-                    yaml_to_json(v).map_err(|(p, m)| (join_path(&format!("[{i}]"), &p), m))
-                })
+                .map(|(i, v)| yaml_to_json(v).map_err(|(p, m)| (join_path(&format!("[{i}]"), &p), m)))
                 .collect::<Result<_, _>>()?,
         ),
         Value::Mapping(m) => {
@@ -234,10 +230,7 @@ fn yaml_to_json(v: Value) -> Result<serde_json::Value, (String, String)> {
                     Value::Bool(b) => b.to_string(),
                     Value::Number(n) => n.to_string(),
                     other => {
-                        return Err((
-                            String::new(),
-                            format!("mapping keys must be text, found {other:?}"),
-                        ));
+                        return Err((String::new(), format!("mapping keys must be text, found {other:?}")));
                     }
                 };
                 let jv = yaml_to_json(v).map_err(|(p, m)| (join_path(&key, &p), m))?;
@@ -246,10 +239,7 @@ fn yaml_to_json(v: Value) -> Result<serde_json::Value, (String, String)> {
             serde_json::Value::Object(out)
         }
         Value::Tagged(t) => {
-            return Err((
-                String::new(),
-                format!("YAML tags (`!{}`) are not supported here", t.tag),
-            ));
+            return Err((String::new(), format!("YAML tags (`!{}`) are not supported here", t.tag)));
         }
     })
 }

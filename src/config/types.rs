@@ -524,17 +524,10 @@ impl BufferConfig {
             }
             BufferType::Disk => {
                 if self.max_events.is_some() {
-                    v.push((
-                        "max_events",
-                        "applies to `type: memory` only (a disk buffer is bounded by max_bytes)"
-                            .to_owned(),
-                    ));
+                    v.push(("max_events", "applies to `type: memory` only (a disk buffer is bounded by max_bytes)".to_owned()));
                 }
                 if self.when_full.is_some() {
-                    v.push((
-                        "when_full",
-                        "applies to `type: memory` only (a full disk buffer blocks)".to_owned(),
-                    ));
+                    v.push(("when_full", "applies to `type: memory` only (a full disk buffer blocks)".to_owned()));
                 }
             }
         }
