@@ -248,7 +248,7 @@ impl PresetRule {
         let patterns: &[&str] = match preset {
             Preset::Java => &[
                 r"^\s+at\s|^\s*\.\.\. \d+ (?:more|common frames omitted)\s*$|^\s*(?:Caused by|Suppressed|Wrapped by): ",
-                r#"^(?:Exception in thread "[^"]*" )?(?:[A-Za-z_$][\w$]*\.)+[A-Za-z_$][\w$]*(?:Exception|Error|Throwable)(?::.*)?$"#,
+                r#"^(?:Exception in thread "[^"]*" )?(?:[A-Za-z_$][\w$]*\.)+[\w$]*(?:Exception|Error|Throwable)(?::.*)?$"#,
                 r"^(?:SEVERE|WARNING|INFO|CONFIG|FINE|FINER|FINEST): ",
                 r"\d{1,2}:\d{2}:\d{2}",
                 r"^\s*$",
