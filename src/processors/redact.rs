@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use hmac::{Hmac, KeyInit, Mac};
 use regex_automata::Input;
-use regex_automata::meta::Regex as MultiRegex;
+use regex_automata::meta::{Cache, Regex as MultiRegex};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -180,11 +180,110 @@ struct Detector {
     check: Check,
 }
 
-pub struct Redact {
+/// The combined automaton and what each of its patterns means.
+struct Scanner {
     re: MultiRegex,
+    /// The automaton's scratch space, owned here rather than taken from regex's shared pool
+    /// on every value (a processor runs on one thread at a time).
+    cache: Cache,
     detectors: Vec<Detector>,
     /// Field names whose whole value is a secret (`password_kv` on).
     secret_key: Option<regex::Regex>,
+}
+
+impl Scanner {
+    /// `s` with every confirmed match replaced, or `None` when nothing matched (no copy).
+    fn redact_str(&mut self, s: &str) -> Option<String> {
+        let mut out: Option<String> = None;
+        let mut copied = 0;
+        let mut at = 0;
+        while at <= s.len() {
+            let input = Input::new(s).span(at..s.len());
+            let Some(m) = self.re.search_with(&mut self.cache, &input) else {
+                break;
+            };
+            let (start, end) = (m.start(), m.end());
+            if start == end {
+                // An empty match (a custom pattern such as `x*`) redacts nothing.
+                at = next_char(s, end);
+                continue;
+            }
+            let d = &self.detectors[m.pattern().as_usize()];
+            if let Some((a, b)) = secret_span(d.check, s, start, end) {
+                let o = out.get_or_insert_with(|| String::with_capacity(s.len() + 16));
+                o.push_str(&s[copied..a]);
+                o.push_str(&d.replacement);
+                copied = b;
+            }
+            at = end;
+        }
+        let mut o = out?;
+        o.push_str(&s[copied..]);
+        Some(o)
+    }
+
+    /// Whether a field named `key` holds a secret as a whole (`"password": ...`).
+    fn is_secret_key(&self, key: &str) -> bool {
+        // Every password-like name ends in one of these: skip the regex for all other keys.
+        const ENDINGS: [&str; 6] = ["password", "passwd", "pwd", "secret", "key", "token"];
+        let Some(re) = &self.secret_key else {
+            return false;
+        };
+        let k = key.as_bytes();
+        ENDINGS.iter().any(|end| {
+            k.len() >= end.len() && k[k.len() - end.len()..].eq_ignore_ascii_case(end.as_bytes())
+        }) && re.is_match(key)
+    }
+
+    /// Redacts every string in `v` (recursively); returns whether anything changed.
+    fn redact_value(&mut self, key: Option<&str>, v: &mut Value) -> bool {
+        if matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_))
+            && key.is_some_and(|k| self.is_secret_key(k))
+        {
+            *v = Value::String(format!("[REDACTED:{}]", Builtin::PasswordKv.name()));
+            return true;
+        }
+        match v {
+            Value::String(s) => match self.redact_str(s) {
+                Some(n) => {
+                    *s = n;
+                    true
+                }
+                None => false,
+            },
+            Value::Object(m) => self.redact_map(m),
+            Value::Array(items) => {
+                let mut any = false;
+                for item in items {
+                    any |= self.redact_value(key, item);
+                }
+                any
+            }
+            _ => false,
+        }
+    }
+
+    fn redact_map(&mut self, m: &mut Map<String, Value>) -> bool {
+        let mut any = false;
+        for (k, v) in m.iter_mut() {
+            any |= self.redact_value(Some(k), v);
+        }
+        any
+    }
+
+    fn redact_message(&mut self, e: &mut Event) -> bool {
+        if let Some(m) = &e.message
+            && let Some(new) = self.redact_str(m.as_str())
+        {
+            e.message = Some(Text::from(new));
+            return true;
+        }
+        false
+    }
+}
+
+pub struct Redact {
+    scanner: Scanner,
     fields: Option<Vec<String>>,
     hash_fields: Vec<String>,
     hasher: Option<Hmac<Sha256>>,
@@ -276,9 +375,12 @@ impl Redact {
             return Err((format!("fields[{i}]"), "must name a field".into()));
         }
         Ok(Redact {
-            re,
-            detectors,
-            secret_key,
+            scanner: Scanner {
+                cache: re.create_cache(),
+                re,
+                detectors,
+                secret_key,
+            },
             fields: c.fields.clone(),
             hash_fields: c.hash_fields.clone(),
             hasher,
@@ -288,90 +390,12 @@ impl Redact {
     }
 
     /// `s` with every confirmed match replaced, or `None` when nothing matched (no copy).
-    pub fn redact_str(&self, s: &str) -> Option<String> {
-        let mut out: Option<String> = None;
-        let mut copied = 0;
-        let mut at = 0;
-        while at <= s.len() {
-            let Some(m) = self.re.search(&Input::new(s).span(at..s.len())) else {
-                break;
-            };
-            let (start, end) = (m.start(), m.end());
-            if start == end {
-                // An empty match (a custom pattern such as `x*`) redacts nothing.
-                at = next_char(s, end);
-                continue;
-            }
-            let d = &self.detectors[m.pattern().as_usize()];
-            if let Some((a, b)) = secret_span(d.check, s, start, end) {
-                let o = out.get_or_insert_with(|| String::with_capacity(s.len() + 16));
-                o.push_str(&s[copied..a]);
-                o.push_str(&d.replacement);
-                copied = b;
-            }
-            at = end;
-        }
-        let mut o = out?;
-        o.push_str(&s[copied..]);
-        Some(o)
-    }
-
-    /// Redacts every string in `v` (recursively); returns whether anything changed.
-    fn redact_value(&self, key: Option<&str>, v: &mut Value) -> bool {
-        if let (Some(k), Some(re)) = (key, &self.secret_key)
-            && matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_))
-            && re.is_match(k)
-        {
-            *v = Value::String(format!("[REDACTED:{}]", Builtin::PasswordKv.name()));
-            return true;
-        }
-        match v {
-            Value::String(s) => match self.redact_str(s) {
-                Some(n) => {
-                    *s = n;
-                    true
-                }
-                None => false,
-            },
-            Value::Object(m) => self.redact_map(m),
-            Value::Array(items) => {
-                let mut any = false;
-                for item in items {
-                    any |= self.redact_value(key, item);
-                }
-                any
-            }
-            _ => false,
-        }
-    }
-
-    fn redact_map(&self, m: &mut Map<String, Value>) -> bool {
-        let mut any = false;
-        for (k, v) in m.iter_mut() {
-            any |= self.redact_value(Some(k), v);
-        }
-        any
-    }
-
-    /// Whether the (read-only, shared) metadata holds anything to redact.
-    fn meta_needs_redaction(&self, meta: &Map<String, Value>) -> bool {
-        let mut copy = meta.clone();
-        self.redact_map(&mut copy)
-    }
-
-    fn redact_message(&self, e: &mut Event) -> bool {
-        if let Some(m) = &e.message
-            && let Some(new) = self.redact_str(m.as_str())
-        {
-            e.message = Some(Text::from(new));
-            return true;
-        }
-        false
+    pub fn redact_str(&mut self, s: &str) -> Option<String> {
+        self.scanner.redact_str(s)
     }
 
     fn pseudonym(&self, v: &Value) -> Option<String> {
-        let mac = self.hasher.as_ref()?;
-        let mut mac = mac.clone();
+        let mut mac = self.hasher.as_ref()?.clone();
         match v {
             Value::String(s) => mac.update(s.as_bytes()),
             other => mac.update(other.to_string().as_bytes()),
@@ -391,15 +415,16 @@ impl Redact {
                 changed += 1;
             }
         }
+        let sc = &mut self.scanner;
         match &self.fields {
             None => {
-                changed += u64::from(self.redact_message(e));
+                changed += u64::from(sc.redact_message(e));
                 if let Some(meta) = e.shared_meta() {
                     let dirty = match &self.meta_seen {
                         Some((seen, dirty)) if Arc::ptr_eq(seen, meta) => *dirty,
                         _ => {
                             let meta = meta.clone();
-                            let dirty = self.meta_needs_redaction(&meta);
+                            let dirty = sc.redact_map(&mut (*meta).clone());
                             self.meta_seen = Some((meta, dirty));
                             dirty
                         }
@@ -408,12 +433,12 @@ impl Redact {
                         e.materialize();
                     }
                 }
-                changed += u64::from(self.redact_map(&mut e.fields));
+                changed += u64::from(sc.redact_map(&mut e.fields));
             }
             Some(paths) => {
                 for path in paths {
                     if path == "message" {
-                        changed += u64::from(self.redact_message(e));
+                        changed += u64::from(sc.redact_message(e));
                         continue;
                     }
                     if e.get(path).is_none() {
@@ -422,7 +447,7 @@ impl Redact {
                     e.materialize();
                     let key = path.rsplit('.').next();
                     if let Some(v) = lookup_mut(&mut e.fields, path) {
-                        changed += u64::from(self.redact_value(key, v));
+                        changed += u64::from(sc.redact_value(key, v));
                     }
                 }
             }
@@ -587,13 +612,13 @@ mod tests {
         Redact::new(&serde_yaml_ng::from_str(yaml).unwrap(), "t").unwrap()
     }
 
-    fn r(p: &Redact, s: &str) -> String {
+    fn r(p: &mut Redact, s: &str) -> String {
         p.redact_str(s).unwrap_or_else(|| s.to_owned())
     }
 
     #[test]
     fn builtins_positive() {
-        let p = redact(
+        let mut p = redact(
             "{ builtins: [email, credit_card, iban, jwt, bearer_token, aws_access_key, password_kv, ipv4, ipv6] }",
         );
         for (input, want) in [
@@ -644,13 +669,13 @@ mod tests {
             ),
             ("peer [2001:db8::1]:443", "peer [[REDACTED:ipv6]]:443"),
         ] {
-            assert_eq!(r(&p, input), want, "{input}");
+            assert_eq!(r(&mut p, input), want, "{input}");
         }
     }
 
     #[test]
     fn near_misses_are_left_alone() {
-        let p = redact(
+        let mut p = redact(
             "{ builtins: [email, credit_card, iban, jwt, bearer_token, aws_access_key, password_kv, ipv4, ipv6] }",
         );
         for input in [
@@ -671,7 +696,7 @@ mod tests {
             "AKIAIOSFODNN7EXAMPL",              // too short
             "caf\u{e9} \u{2713} plain unicode text 12345",
         ] {
-            assert_eq!(r(&p, input), input, "{input}");
+            assert_eq!(r(&mut p, input), input, "{input}");
             assert!(
                 p.redact_str(input).is_none(),
                 "{input}: no copy when nothing matches"
@@ -681,11 +706,11 @@ mod tests {
 
     #[test]
     fn custom_patterns_and_default_builtins() {
-        let p = redact(
+        let mut p = redact(
             r"{ patterns: [{ name: ssn, regex: '\b\d{3}-\d{2}-\d{4}\b' }, { name: empty, regex: 'x*' }] }",
         );
         assert_eq!(
-            r(&p, "ssn 123-45-6789 ip 10.0.0.1"),
+            r(&mut p, "ssn 123-45-6789 ip 10.0.0.1"),
             "ssn [REDACTED:ssn] ip 10.0.0.1"
         );
         assert!(
