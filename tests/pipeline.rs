@@ -60,21 +60,32 @@ fn ship(log_text: &str, multiline: &str, expect: usize) -> Vec<Value> {
     sb.write("logs/app.log", log_text);
     let mut agent = sb.start();
     let out = sb.join("out.ndjson");
-    wait_until(Duration::from_secs(60), &format!("{expect} events"), || read_ndjson(&out).len() >= expect);
+    wait_until(Duration::from_secs(60), &format!("{expect} events"), || {
+        read_ndjson(&out).len() >= expect
+    });
     assert!(agent.stop().success(), "{}", agent.stderr());
     read_ndjson(&out)
 }
 
 fn assert_one_event_per_record(events: &[Value], want: &[String], what: &str) {
-    let got: Vec<&str> = events.iter().map(|e| e["message"].as_str().unwrap_or_default()).collect();
+    let got: Vec<&str> = events
+        .iter()
+        .map(|e| e["message"].as_str().unwrap_or_default())
+        .collect();
     assert_eq!(got.len(), want.len(), "{what}: event count");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         assert_eq!(g, w, "{what}: event {i}");
     }
     for e in events {
         let lines = e["message"].as_str().unwrap_or_default().lines().count();
-        let flagged = e["log"]["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == "multiline"));
-        assert_eq!(flagged, lines > 1, "{what}: log.flags multiline iff joined: {e}");
+        let flagged = e["log"]["flags"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|x| x == "multiline"));
+        assert_eq!(
+            flagged,
+            lines > 1,
+            "{what}: log.flags multiline iff joined: {e}"
+        );
     }
 }
 
@@ -117,7 +128,12 @@ public class App {
 
 fn run_java(dir: &Path, log: &Path, n: usize) {
     std::fs::write(dir.join("App.java"), JAVA_APP).unwrap();
-    let st = Command::new("javac").arg("-d").arg(dir).arg(dir.join("App.java")).status().expect("javac");
+    let st = Command::new("javac")
+        .arg("-d")
+        .arg(dir)
+        .arg(dir.join("App.java"))
+        .status()
+        .expect("javac");
     assert!(st.success(), "javac failed");
     let st = Command::new("java")
         .args(["-Duser.language=en", "-Duser.country=US", "-cp"])
@@ -134,7 +150,12 @@ fn run_java(dir: &Path, log: &Path, n: usize) {
 fn is_jul_header(line: &str) -> bool {
     // SimpleFormatter's first line: "Jan 05, 2024 3:04:05 PM App main".
     let b = line.as_bytes();
-    b.len() > 13 && b[0].is_ascii_uppercase() && b[1].is_ascii_lowercase() && b[3] == b' ' && line[4..].contains(", ") && (line.contains(" AM ") || line.contains(" PM "))
+    b.len() > 13
+        && b[0].is_ascii_uppercase()
+        && b[1].is_ascii_lowercase()
+        && b[3] == b' '
+        && line[4..].contains(", ")
+        && (line.contains(" AM ") || line.contains(" PM "))
 }
 
 #[test]
@@ -145,7 +166,11 @@ fn java_util_logging_traces_are_one_event_per_record() {
     run_java(tmp.path(), &log, N);
     let text = std::fs::read_to_string(&log).unwrap();
     let want = records(&text, is_jul_header);
-    assert_eq!(want.len(), 3 * N, "the program writes three records per round");
+    assert_eq!(
+        want.len(),
+        3 * N,
+        "the program writes three records per round"
+    );
     let severe: Vec<&String> = want.iter().filter(|r| r.contains("SEVERE:")).collect();
     assert_eq!(severe.len(), N);
     for r in &severe {
@@ -160,7 +185,11 @@ fn java_util_logging_traces_are_one_event_per_record() {
             assert!(r.contains(part), "the JVM wrote no {part:?} in:\n{r}");
         }
     }
-    let preset = ship(&text, "    multiline: { preset: java, timeout: 300ms }", want.len());
+    let preset = ship(
+        &text,
+        "    multiline: { preset: java, timeout: 300ms }",
+        want.len(),
+    );
     assert_one_event_per_record(&preset, &want, "java preset");
     let pattern = ship(
         &text,
@@ -205,7 +234,12 @@ for i in range(int(sys.argv[2])):
 fn is_py_header(line: &str) -> bool {
     // "2024-01-01 10:00:00,123 LEVEL app: ..."
     let b = line.as_bytes();
-    b.len() > 24 && b[4] == b'-' && b[7] == b'-' && b[10] == b' ' && b[19] == b',' && b[..4].iter().all(u8::is_ascii_digit)
+    b.len() > 24
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b' '
+        && b[19] == b','
+        && b[..4].iter().all(u8::is_ascii_digit)
 }
 
 #[test]
@@ -214,20 +248,39 @@ fn python_chained_tracebacks_are_one_event_per_record() {
     let tmp = tempfile::tempdir().unwrap();
     let log = tmp.path().join("py.log");
     std::fs::write(tmp.path().join("app.py"), PY_APP).unwrap();
-    let st = Command::new("python3").arg(tmp.path().join("app.py")).arg(&log).arg(N.to_string()).status().expect("python3");
+    let st = Command::new("python3")
+        .arg(tmp.path().join("app.py"))
+        .arg(&log)
+        .arg(N.to_string())
+        .status()
+        .expect("python3");
     assert!(st.success(), "python3 failed");
     let text = std::fs::read_to_string(&log).unwrap();
     let want = records(&text, is_py_header);
-    assert_eq!(want.len(), 4 * N, "the program writes four records per round");
+    assert_eq!(
+        want.len(),
+        4 * N,
+        "the program writes four records per round"
+    );
     for r in want.iter().filter(|r| r.contains(" ERROR ")) {
-        assert_eq!(r.matches("Traceback (most recent call last):").count(), 2, "two chained tracebacks in:\n{r}");
+        assert_eq!(
+            r.matches("Traceback (most recent call last):").count(),
+            2,
+            "two chained tracebacks in:\n{r}"
+        );
         assert!(
             r.contains("The above exception was the direct cause of the following exception:")
-                || r.contains("During handling of the above exception, another exception occurred:"),
+                || r.contains(
+                    "During handling of the above exception, another exception occurred:"
+                ),
             "{r}"
         );
     }
-    let preset = ship(&text, "    multiline: { preset: python, timeout: 300ms }", want.len());
+    let preset = ship(
+        &text,
+        "    multiline: { preset: python, timeout: 300ms }",
+        want.len(),
+    );
     assert_one_event_per_record(&preset, &want, "python preset");
     let pattern = ship(
         &text,
@@ -253,11 +306,26 @@ const SECRETS: &[&str] = &[
 
 fn secret_lines() -> Vec<String> {
     vec![
-        format!(r#"{{"msg":"login by {}","user":{{"id":"{}"}},"password":"{}"}}"#, SECRETS[0], SECRETS[9], SECRETS[6]),
-        format!(r#"{{"msg":"paid with {} from {}","ssn":"{}"}}"#, SECRETS[1], SECRETS[2], SECRETS[8]),
-        format!(r#"{{"msg":"Authorization: Bearer {} jwt={}","secret":"{}"}}"#, SECRETS[4], SECRETS[3], SECRETS[7]),
-        format!(r#"{{"msg":"aws key {} used","note":"order 4111111111111112 for bob@localhost"}}"#, SECRETS[5]),
-        format!("not json at all: password={} mail {}", SECRETS[6], SECRETS[0]),
+        format!(
+            r#"{{"msg":"login by {}","user":{{"id":"{}"}},"password":"{}"}}"#,
+            SECRETS[0], SECRETS[9], SECRETS[6]
+        ),
+        format!(
+            r#"{{"msg":"paid with {} from {}","ssn":"{}"}}"#,
+            SECRETS[1], SECRETS[2], SECRETS[8]
+        ),
+        format!(
+            r#"{{"msg":"Authorization: Bearer {} jwt={}","secret":"{}"}}"#,
+            SECRETS[4], SECRETS[3], SECRETS[7]
+        ),
+        format!(
+            r#"{{"msg":"aws key {} used","note":"order 4111111111111112 for bob@localhost"}}"#,
+            SECRETS[5]
+        ),
+        format!(
+            "not json at all: password={} mail {}",
+            SECRETS[6], SECRETS[0]
+        ),
     ]
 }
 
@@ -279,7 +347,9 @@ fn redaction_leaves_no_secret_in_the_output_or_the_agents_logs() {
     sb.write("logs/app.log", lines.join("\n") + "\n");
     let mut agent = sb.start_with_env(&[("REDACT_KEY", "test-key-0123456789abcdef")]);
     let out = sb.join("out.ndjson");
-    wait_until(Duration::from_secs(30), "every event", || read_ndjson(&out).len() >= lines.len());
+    wait_until(Duration::from_secs(30), "every event", || {
+        read_ndjson(&out).len() >= lines.len()
+    });
     assert!(agent.stop().success(), "{}", agent.stderr());
     let text = std::fs::read_to_string(&out).unwrap();
     let stderr = agent.stderr();
@@ -288,9 +358,24 @@ fn redaction_leaves_no_secret_in_the_output_or_the_agents_logs() {
         assert!(!stderr.contains(s), "{s} in the agent's logs");
     }
     // Near-misses survive, and every redaction says what it was.
-    assert!(text.contains("4111111111111112") && text.contains("bob@localhost"), "{text}");
-    for name in ["email", "credit_card", "iban", "jwt", "bearer_token", "aws_access_key", "password_kv", "ssn"] {
-        assert!(text.contains(&format!("[REDACTED:{name}]")), "no {name} redaction in:\n{text}");
+    assert!(
+        text.contains("4111111111111112") && text.contains("bob@localhost"),
+        "{text}"
+    );
+    for name in [
+        "email",
+        "credit_card",
+        "iban",
+        "jwt",
+        "bearer_token",
+        "aws_access_key",
+        "password_kv",
+        "ssn",
+    ] {
+        assert!(
+            text.contains(&format!("[REDACTED:{name}]")),
+            "no {name} redaction in:\n{text}"
+        );
     }
     let events = read_ndjson(&out);
     let id = events[0]["user"]["id"].as_str().unwrap();
@@ -305,11 +390,18 @@ fn redaction_happens_before_dead_letters() {
     let text = config("", REDACT_PROCESSORS).replace("{dir}", &sb.path().display().to_string());
     let env = |k: &str| (k == "REDACT_KEY").then(|| "test-key-0123456789abcdef".to_owned());
     let cfg = logferry::config::load_str_with_env("agent.yaml", &text, &env).expect("config");
-    let mut chain = logferry::processors::Chain::build(&cfg.inputs[0].common.processors, "app").expect("chain");
-    let mut events: Vec<logferry::event::Event> = secret_lines().iter().map(|l| logferry::event::Event::synthetic("app", l)).collect();
+    let mut chain =
+        logferry::processors::Chain::build(&cfg.inputs[0].common.processors, "app").expect("chain");
+    let mut events: Vec<logferry::event::Event> = secret_lines()
+        .iter()
+        .map(|l| logferry::event::Event::synthetic("app", l))
+        .collect();
     chain.run(&mut events);
     let dl = logferry::outputs::dead_letter::DeadLetters::new(&sb.join("data"), "out", 1 << 20);
-    let refs: Vec<(&logferry::event::Event, &str)> = events.iter().map(|e| (e, "mapper_parsing_exception")).collect();
+    let refs: Vec<(&logferry::event::Event, &str)> = events
+        .iter()
+        .map(|e| (e, "mapper_parsing_exception"))
+        .collect();
     dl.write(&refs);
     let dead = std::fs::read_to_string(dl.path()).unwrap();
     assert_eq!(dead.lines().count(), events.len());

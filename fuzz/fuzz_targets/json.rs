@@ -7,7 +7,9 @@ use logferry::event::Event;
 use logferry::processors::{Chain, ProcessorConfig};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&sel, rest)) = data.split_first() else { return };
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
     let line = String::from_utf8_lossy(rest);
     let cfg = serde_json::json!([{ "json": {
         "target": if sel & 1 == 0 { "" } else { "doc" },

@@ -22,7 +22,9 @@ const FORMATS: &[&str] = &[
 const ZONES: &[&str] = &["UTC", "Local", "+02:00", "-11:30"];
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&sel, rest)) = data.split_first() else { return };
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
     let value = String::from_utf8_lossy(rest);
     let format = FORMATS[usize::from(sel) % FORMATS.len()];
     let zone = ZONES[usize::from(sel >> 4) % ZONES.len()];

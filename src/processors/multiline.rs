@@ -378,7 +378,7 @@ pub struct Joined {
     pub truncated: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Pending {
     buf: BytesMut,
     offset: u64,
@@ -388,7 +388,7 @@ struct Pending {
 }
 
 /// The per-file multiline state machine.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Joiner {
     rule: Rule,
     max_lines: usize,
@@ -626,10 +626,10 @@ mod tests {
                 "java.lang.IllegalArgumentException: bad",
                 "\tat com.example.App.main(App.java:5)",
                 "",
-                "Jan 05, 2024 3:04:06 PM com.example.App main",
-                "INFO: no trace",
                 "java.lang.Error: printed without a logger",
                 "\tat x.Y.z(Y.java:1)",
+                "Jan 05, 2024 3:04:06 PM com.example.App main",
+                "INFO: no trace",
             ],
         );
         let t = texts(&out);
@@ -637,11 +637,12 @@ mod tests {
         assert!(t[0].starts_with("2024-01-01 10:00:00") && t[0].ends_with("\t... 3 more"));
         assert_eq!(out[0].lines, 8);
         assert!(t[3].starts_with("Jan 05") && t[3].ends_with("App.java:5)\n"));
+        // A bare exception after a trace (printStackTrace, no logger) is a record of its own.
+        assert!(t[4].starts_with("java.lang.Error") && t[4].ends_with("(Y.java:1)"));
         assert_eq!(
-            t[4],
+            t[5],
             "Jan 05, 2024 3:04:06 PM com.example.App main\nINFO: no trace"
         );
-        assert!(t[5].starts_with("java.lang.Error"));
     }
 
     #[test]
