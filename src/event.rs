@@ -234,6 +234,16 @@ impl Event {
         self.meta_live
     }
 
+    /// The source's shared fields while they still apply to this event (not yet copied into
+    /// its own fields), so a processor can inspect them without materializing.
+    pub fn shared_meta(&self) -> Option<&Arc<Map<String, Value>>> {
+        if self.meta_live {
+            self.source.meta.as_ref()
+        } else {
+            None
+        }
+    }
+
     fn meta(&self) -> Option<&Map<String, Value>> {
         if self.meta_live {
             self.source.meta.as_deref()

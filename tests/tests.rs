@@ -15,3 +15,4 @@ mod loki;
 mod loki_server;
 mod lumberjack_server;
 mod operations;
+mod pipeline;

@@ -11,10 +11,14 @@
 pub mod condition;
 pub mod drop_event;
 pub mod fields;
+pub mod json;
 pub mod multiline;
+pub mod redact;
+pub mod timestamp;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
+use serde_json::Value;
 
 use crate::config::{ConfigSource, Diagnostic};
 use crate::event::Event;
@@ -28,6 +32,12 @@ pub trait Processor: Send {
 #[derive(Debug, Clone, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum ProcessorConfig {
+    /// Decode a JSON text field into the event.
+    Json(json::JsonConfig),
+    /// Set `@timestamp` from a field.
+    Timestamp(timestamp::TimestampConfig),
+    /// Mask secrets and personal data; pseudonymize fields with a keyed hash.
+    Redact(redact::RedactConfig),
     /// Set fields (overwriting).
     AddFields(fields::AddFieldsConfig),
     /// Remove fields.
@@ -41,6 +51,9 @@ pub enum ProcessorConfig {
 impl ProcessorConfig {
     pub fn name(&self) -> &'static str {
         match self {
+            ProcessorConfig::Json(_) => "json",
+            ProcessorConfig::Timestamp(_) => "timestamp",
+            ProcessorConfig::Redact(_) => "redact",
             ProcessorConfig::AddFields(_) => "add_fields",
             ProcessorConfig::DropFields(_) => "drop_fields",
             ProcessorConfig::RenameFields(_) => "rename_fields",
@@ -62,12 +75,36 @@ impl ProcessorConfig {
     /// Builds the processor for input `input_id`; errors are (key path under the processor, message).
     pub fn build(&self, input_id: &str) -> Result<Box<dyn Processor>, (String, String)> {
         Ok(match self {
+            ProcessorConfig::Json(c) => Box::new(json::Json::new(c, input_id)?),
+            ProcessorConfig::Timestamp(c) => Box::new(timestamp::Timestamp::new(c, input_id)?),
+            ProcessorConfig::Redact(c) => Box::new(redact::Redact::new(c, input_id)?),
             ProcessorConfig::AddFields(c) => Box::new(fields::AddFields::new(c)),
             ProcessorConfig::DropFields(c) => Box::new(fields::DropFields::new(c)),
             ProcessorConfig::RenameFields(c) => Box::new(fields::RenameFields::new(c)),
             ProcessorConfig::DropEvent(c) => Box::new(drop_event::DropEvent::new(c, input_id)?),
         })
     }
+}
+
+/// Records on the event why a processor could not do its work: `error.message` (appended to
+/// with `; ` when an earlier processor already set one) and `error.type` (the processor).
+pub fn record_error(e: &mut Event, processor: &str, message: String) {
+    let message = match e.get("error.message") {
+        Some(prev) => format!("{}; {message}", prev.to_text()),
+        None => message,
+    };
+    e.insert("error.message", Value::String(message));
+    e.insert("error.type", Value::String(processor.to_owned()));
+}
+
+/// `logferry_processor_errors_total{input, processor}`: events a processor kept but could not
+/// process.
+pub fn error_counter(input_id: &str, processor: &'static str) -> metrics::Counter {
+    metrics::counter!(
+        "logferry_processor_errors_total",
+        "input" => input_id.to_owned(),
+        "processor" => processor
+    )
 }
 
 /// The processors of one input, in order.

@@ -11,13 +11,21 @@
 //! Beyond Filebeat, `max_lines` and `max_bytes` never drop lines: the event is flushed and the
 //! next line starts a new one. `timeout` flushes a pending event after that much quiet.
 //!
-//! Invariant (property-tested): the events partition the lines — joining each event's lines
-//! with `\n`, in order, gives back the input exactly.
+//! Presets (`preset: java | python | go | ruby`) keep a log record and its whole trace in one
+//! event whatever the record's header looks like: instead of describing the header, they
+//! recognise the lines of a trace, with a little state (one [`RegexSet`] pass per line, then a
+//! small state machine per language; see [`Preset`] for what each one joins). Lines a preset
+//! does not recognise start a new event, so a preset never swallows unrelated records; its
+//! known limit is an exception *message* that itself spans several lines (the lines after
+//! its first start new events, as with Filebeat's recipes).
+//!
+//! Invariant (property-tested, patterns and presets): the events partition the lines —
+//! joining each event's lines with `\n`, in order, gives back the input exactly.
 
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use regex::bytes::Regex;
+use regex::bytes::{Regex, RegexSet};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -27,8 +35,12 @@ use crate::config::{ByteSize, ConfigSource, Diagnostic, Dur};
 #[derive(Debug, Clone, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MultilineConfig {
-    /// Regular expression tested against each line.
+    /// Regular expression tested against each line. Exactly one of `pattern` and `preset`.
     pub pattern: Option<String>,
+    /// A built-in rule that keeps a record and its whole stack trace together, whatever the
+    /// header format: `java`, `python`, `go` or `ruby`. Exactly one of `pattern` and `preset`;
+    /// `negate` and `match` do not apply to it.
+    pub preset: Option<Preset>,
     /// Invert the pattern: lines that do *not* match it are continuation lines.
     #[serde(default)]
     pub negate: bool,
@@ -69,14 +81,35 @@ impl MultilineConfig {
     }
 
     fn rule(&self) -> Result<Rule, (&'static str, String)> {
-        let Some(p) = &self.pattern else {
-            return Err(("pattern", "`pattern` is required".into()));
-        };
-        let regex =
-            Regex::new(p).map_err(|e| ("pattern", format!("invalid regular expression: {e}")))?;
         if self.max_lines == 0 {
             return Err(("max_lines", "must be at least 1".into()));
         }
+        let p = match (&self.pattern, self.preset) {
+            (Some(_), Some(_)) => {
+                return Err((
+                    "preset",
+                    "`preset` and `pattern` are mutually exclusive: keep one".into(),
+                ));
+            }
+            (None, None) => {
+                return Err((
+                    "pattern",
+                    "one of `pattern` or `preset` (java, python, go, ruby) is required".into(),
+                ));
+            }
+            (None, Some(preset)) => {
+                if self.negate || self.match_ != MatchMode::After {
+                    return Err((
+                        "preset",
+                        "`negate` and `match` apply to `pattern` only, not to a preset".into(),
+                    ));
+                }
+                return Ok(Rule::Preset(PresetRule::new(preset)));
+            }
+            (Some(p), None) => p,
+        };
+        let regex =
+            Regex::new(p).map_err(|e| ("pattern", format!("invalid regular expression: {e}")))?;
         Ok(Rule::Pattern {
             regex,
             negate: self.negate,
@@ -105,6 +138,7 @@ enum Rule {
         negate: bool,
         mode: MatchMode,
     },
+    Preset(PresetRule),
 }
 
 /// What to do with a line.
@@ -119,8 +153,9 @@ enum Decision {
 }
 
 impl Rule {
-    fn decide(&self, line: &[u8]) -> Decision {
+    fn decide(&mut self, line: &[u8]) -> Decision {
         match self {
+            Rule::Preset(p) => p.decide(line),
             Rule::Pattern {
                 regex,
                 negate,
@@ -135,6 +170,191 @@ impl Rule {
                 }
             }
         }
+    }
+}
+
+/// `preset:` — what each one joins to the line before it (every other line starts an event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// `\tat ...` frames, `Caused by:`, `Suppressed:`, `... N more`; the exception line
+    /// itself (`java.lang.IllegalStateException: ...`, `Exception in thread "main" ...`) right
+    /// after a record's header; java.util.logging's second header line (`SEVERE: ...`) after
+    /// a line holding a time; blank lines inside a trace.
+    Java,
+    /// `Traceback (most recent call last):` through the final `SomeError: ...` line, chained
+    /// tracebacks with the blank lines and "The above exception was the direct cause..." /
+    /// "During handling of the above exception..." between them, exception groups, and
+    /// indented lines after a record.
+    Python,
+    /// `panic:` / `fatal error:` and goroutine dumps (`goroutine N [...]:`, function and
+    /// `\t/file.go:N` lines, `created by`, `[signal ...]`, blank lines, `exit status N`).
+    Go,
+    /// Backtrace lines (`/app/x.rb:10:in 'm'`, `\tfrom ...`, `... N levels...`) and the
+    /// `file:N:in 'm': message (Class)` lines of causes inside a trace.
+    Ruby,
+}
+
+/// Where a preset's state machine is: between records, after a record's first line, or
+/// inside a trace (with the few sub-states Python's chained tracebacks need).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TraceState {
+    /// Nothing pending, or the pending event ended in a way no trace line can continue.
+    Outside,
+    /// A record's first line; `time`: it held a time (java.util.logging's first header line).
+    Header { time: bool },
+    /// java.util.logging's level line after its first header line.
+    HeaderDone,
+    /// Inside a trace (Python: inside a `Traceback` block; `group`: an exception group).
+    Trace { group: bool },
+    /// Python: just after a traceback's final `SomeError: ...` line.
+    Final,
+    /// Python: after "The above exception was the direct cause of the following exception:".
+    Chain,
+    /// Ruby: after a `\tfrom ...` line of an uncaught exception's trace.
+    FromTrace,
+}
+
+#[derive(Debug, Clone)]
+struct PresetRule {
+    preset: Preset,
+    set: RegexSet,
+    state: TraceState,
+}
+
+// Pattern indices of each preset's RegexSet.
+const J_FRAME: usize = 0;
+const J_EXCEPTION: usize = 1;
+const J_JUL_LEVEL: usize = 2;
+const J_TIME: usize = 3;
+const J_BLANK: usize = 4;
+
+const P_TRACEBACK: usize = 0;
+const P_GROUP: usize = 1;
+const P_INDENTED: usize = 2;
+const P_CHAIN: usize = 3;
+const P_BLANK: usize = 4;
+
+const G_PANIC: usize = 0;
+const G_GOROUTINE: usize = 1;
+const G_DUMP_LINE: usize = 2;
+
+const R_FRAME: usize = 0;
+const R_FROM: usize = 1;
+const R_EXC_HEAD: usize = 2;
+
+impl PresetRule {
+    fn new(preset: Preset) -> PresetRule {
+        let patterns: &[&str] = match preset {
+            Preset::Java => &[
+                r"^\s+at\s|^\s*\.\.\. \d+ (?:more|common frames omitted)\s*$|^\s*(?:Caused by|Suppressed|Wrapped by): ",
+                r#"^(?:Exception in thread "[^"]*" )?(?:[A-Za-z_$][\w$]*\.)+[\w$]*(?:Exception|Error|Throwable)(?::.*)?$"#,
+                r"^(?:SEVERE|WARNING|INFO|CONFIG|FINE|FINER|FINEST): ",
+                r"\d{1,2}:\d{2}:\d{2}",
+                r"^\s*$",
+            ],
+            Preset::Python => &[
+                r"^Traceback \(most recent call last\):\s*$",
+                r"^\s*\+ Exception Group Traceback \(most recent call last\):\s*$",
+                r"^\s+\S",
+                r"^(?:The above exception was the direct cause of the following exception:|During handling of the above exception, another exception occurred:)\s*$",
+                r"^\s*$",
+            ],
+            Preset::Go => &[
+                r"^(?:panic: |fatal error: )",
+                r"^goroutine \d+ [^\n]*\[[^\]]*\]:\s*$",
+                r"^\s|^$|^\S+\(.*\)\s*$|^created by \S|^\[signal |^\.\.\.|^exit status \d+\s*$",
+            ],
+            Preset::Ruby => &[
+                r"^\s*\S+:\d+:in [`'][^`']*['`]\s*$|^\s*\.\.\. \d+ levels\.\.\.\s*$",
+                r"^\s+from \S+:\d+:in ",
+                r"^\s*\S+:\d+:in [`'][^`']*['`]: .*\([A-Z][\w:]*\)\s*$",
+            ],
+        };
+        // The patterns are constants of this module; a test compiles every preset.
+        let set = RegexSet::new(patterns).unwrap_or_else(|_| RegexSet::empty());
+        PresetRule {
+            preset,
+            set,
+            state: TraceState::Outside,
+        }
+    }
+
+    fn decide(&mut self, line: &[u8]) -> Decision {
+        let m = self.set.matches(line);
+        let (decision, next) = match self.preset {
+            Preset::Java => java(self.state, |i| m.matched(i)),
+            Preset::Python => python(self.state, |i| m.matched(i)),
+            Preset::Go => go(self.state, |i| m.matched(i)),
+            Preset::Ruby => ruby(self.state, |i| m.matched(i)),
+        };
+        self.state = next;
+        decision
+    }
+}
+
+use Decision::{Continue, Start};
+use TraceState::{Chain, Final, FromTrace, Header, HeaderDone, Outside, Trace};
+
+fn java(state: TraceState, m: impl Fn(usize) -> bool) -> (Decision, TraceState) {
+    if m(J_FRAME) {
+        return (Continue, Trace { group: false });
+    }
+    match state {
+        Header { .. } | HeaderDone if m(J_EXCEPTION) => (Continue, Trace { group: false }),
+        // A bare exception line (printStackTrace without a logger) starts a record of its own.
+        _ if m(J_EXCEPTION) => (Start, Trace { group: false }),
+        Header { time: true } if m(J_JUL_LEVEL) => (Continue, HeaderDone),
+        Trace { .. } if m(J_BLANK) => (Continue, state),
+        _ => (Start, Header { time: m(J_TIME) }),
+    }
+}
+
+fn python(state: TraceState, m: impl Fn(usize) -> bool) -> (Decision, TraceState) {
+    if m(P_TRACEBACK) {
+        return (Continue, Trace { group: false });
+    }
+    if m(P_GROUP) {
+        return (Continue, Trace { group: true });
+    }
+    match state {
+        Trace { .. } if m(P_INDENTED) => (Continue, state),
+        // The first unindented line of a traceback is its final `SomeError: ...` line (an
+        // exception group has none: its last line is indented).
+        Trace { group: false } => (Continue, Final),
+        Final | Chain if m(P_BLANK) => (Continue, state),
+        Final if m(P_CHAIN) => (Continue, Chain),
+        // Indented lines after a record (a multi-line message) stay with it.
+        Header { .. } | Outside if m(P_INDENTED) => (Continue, Header { time: false }),
+        _ => (Start, Header { time: false }),
+    }
+}
+
+fn go(state: TraceState, m: impl Fn(usize) -> bool) -> (Decision, TraceState) {
+    if m(G_GOROUTINE) {
+        return (Continue, Trace { group: false });
+    }
+    match state {
+        _ if m(G_PANIC) => (Start, Trace { group: false }),
+        Trace { .. } if m(G_DUMP_LINE) => (Continue, state),
+        _ => (Start, Header { time: false }),
+    }
+}
+
+fn ruby(state: TraceState, m: impl Fn(usize) -> bool) -> (Decision, TraceState) {
+    if m(R_FROM) {
+        return (Continue, FromTrace);
+    }
+    if m(R_FRAME) {
+        return (Continue, Trace { group: false });
+    }
+    match state {
+        // Ruby prints an uncaught exception's causes as `x.rb:1:in 'm': cause (ArgumentError)`
+        // after its `from` lines: that continues the trace; the same line anywhere else is an
+        // uncaught exception's first line.
+        FromTrace if m(R_EXC_HEAD) => (Continue, state),
+        _ if m(R_EXC_HEAD) => (Start, Trace { group: false }),
+        _ => (Start, Header { time: false }),
     }
 }
 
@@ -158,7 +378,7 @@ pub struct Joined {
     pub truncated: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Pending {
     buf: BytesMut,
     offset: u64,
@@ -168,7 +388,7 @@ struct Pending {
 }
 
 /// The per-file multiline state machine.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Joiner {
     rule: Rule,
     max_lines: usize,
@@ -363,6 +583,145 @@ mod tests {
         assert_eq!(out.len(), 1);
     }
 
+    fn preset(name: &str) -> Joiner {
+        cfg(&format!("{{ preset: {name} }}"))
+            .joiner(1 << 20)
+            .unwrap()
+    }
+
+    #[test]
+    fn every_preset_compiles() {
+        for p in [Preset::Java, Preset::Python, Preset::Go, Preset::Ruby] {
+            let r = PresetRule::new(p);
+            assert!(r.set.len() >= 2, "{p:?} failed to compile");
+        }
+    }
+
+    #[test]
+    fn preset_and_pattern_are_exclusive() {
+        assert!(cfg("{ preset: java, pattern: x }").joiner(1).is_err());
+        assert!(cfg("{ preset: java, negate: true }").joiner(1).is_err());
+        assert!(cfg("{ max_lines: 3 }").joiner(1).is_err());
+        assert!(serde_yaml_ng::from_str::<MultilineConfig>("{ preset: cobol }").is_err());
+    }
+
+    #[test]
+    fn java_preset_logback_and_jul() {
+        let mut j = preset("java");
+        let out = run(
+            &mut j,
+            &[
+                "2024-01-01 10:00:00 ERROR [main] c.e.App - failed",
+                "java.lang.IllegalStateException: outer",
+                "\tat com.example.App.run(App.java:10)",
+                "\tSuppressed: java.io.IOException: close",
+                "\t\tat com.example.App.close(App.java:20)",
+                "\t\t... 1 more",
+                "Caused by: java.lang.RuntimeException: inner",
+                "\t... 3 more",
+                "2024-01-01 10:00:01 INFO [main] c.e.App - fine",
+                "2024-01-01 10:00:02 INFO [main] c.e.App - also fine",
+                "Jan 05, 2024 3:04:05 PM com.example.App main",
+                "SEVERE: boom",
+                "java.lang.IllegalArgumentException: bad",
+                "\tat com.example.App.main(App.java:5)",
+                "",
+                "java.lang.Error: printed without a logger",
+                "\tat x.Y.z(Y.java:1)",
+                "Jan 05, 2024 3:04:06 PM com.example.App main",
+                "INFO: no trace",
+            ],
+        );
+        let t = texts(&out);
+        assert_eq!(t.len(), 6, "{t:#?}");
+        assert!(t[0].starts_with("2024-01-01 10:00:00") && t[0].ends_with("\t... 3 more"));
+        assert_eq!(out[0].lines, 8);
+        assert!(t[3].starts_with("Jan 05") && t[3].ends_with("App.java:5)\n"));
+        // A bare exception after a trace (printStackTrace, no logger) is a record of its own.
+        assert!(t[4].starts_with("java.lang.Error") && t[4].ends_with("(Y.java:1)"));
+        assert_eq!(
+            t[5],
+            "Jan 05, 2024 3:04:06 PM com.example.App main\nINFO: no trace"
+        );
+    }
+
+    #[test]
+    fn python_preset_chained() {
+        let mut j = preset("python");
+        let out = run(
+            &mut j,
+            &[
+                "2024-01-01 10:00:00,000 ERROR app: failed",
+                "Traceback (most recent call last):",
+                "  File \"a.py\", line 3, in f",
+                "    g()",
+                "    ~^^",
+                "KeyError: 'k'",
+                "",
+                "The above exception was the direct cause of the following exception:",
+                "",
+                "Traceback (most recent call last):",
+                "  File \"a.py\", line 5, in h",
+                "ValueError: wrapped",
+                "2024-01-01 10:00:01,000 INFO app: next",
+                "2024-01-01 10:00:02,000 INFO app: another",
+            ],
+        );
+        let t = texts(&out);
+        assert_eq!(t.len(), 3, "{t:#?}");
+        assert_eq!(out[0].lines, 12);
+        assert!(t[0].ends_with("ValueError: wrapped"));
+    }
+
+    #[test]
+    fn go_preset_panic_and_dump() {
+        let mut j = preset("go");
+        let out = run(
+            &mut j,
+            &[
+                "2024/01/01 10:00:00 starting",
+                "panic: runtime error: index out of range [5] with length 3",
+                "",
+                "goroutine 1 [running]:",
+                "main.main()",
+                "\t/tmp/x.go:8 +0x1d",
+                "created by main.init in goroutine 1",
+                "exit status 2",
+                "2024/01/01 10:00:01 http: panic serving 127.0.0.1:1: boom",
+                "goroutine 5 [running]:",
+                "net/http.(*conn).serve.func1()",
+                "\t/usr/lib/go/src/net/http/server.go:1898 +0xbe",
+                "2024/01/01 10:00:02 done",
+            ],
+        );
+        let t = texts(&out);
+        assert_eq!(t.len(), 4, "{t:#?}");
+        assert_eq!(out[1].lines, 7);
+        assert_eq!(out[2].lines, 4);
+    }
+
+    #[test]
+    fn ruby_preset() {
+        let mut j = preset("ruby");
+        let out = run(
+            &mut j,
+            &[
+                "E, [2024-01-01T10:00:00 #1] ERROR -- : boom (RuntimeError)",
+                "/app/x.rb:10:in `bar'",
+                "/app/x.rb:5:in 'Foo#baz'",
+                "x.rb:2:in 'foo': unhandled (RuntimeError)",
+                "\tfrom x.rb:5:in '<main>'",
+                "x.rb:1:in 'x': cause (ArgumentError)",
+                "\tfrom x.rb:4:in '<main>'",
+                "I, [2024-01-01T10:00:01 #1]  INFO -- : ok",
+            ],
+        );
+        let t = texts(&out);
+        assert_eq!(t.len(), 3, "{t:#?}");
+        assert_eq!(out[0].lines, 3);
+        assert_eq!(out[1].lines, 4);
+    }
+
     proptest! {
         #[test]
         fn events_partition_lines(
@@ -375,6 +734,7 @@ mod tests {
         ) {
             let c = MultilineConfig {
                 pattern: Some(pattern.to_owned()),
+                preset: None,
                 negate,
                 match_: if before { MatchMode::Before } else { MatchMode::After },
                 max_lines,
@@ -386,6 +746,46 @@ mod tests {
             let out = run(&mut j, &refs);
             let joined: Vec<String> = texts(&out);
             prop_assert_eq!(joined.join("\n"), lines.join("\n"));
+            prop_assert_eq!(out.iter().map(|j| j.lines).sum::<usize>(), lines.len());
+            let mut expect_off = 0;
+            for ev in &out {
+                prop_assert_eq!(ev.offset, expect_off);
+                prop_assert!(ev.lines <= max_lines);
+                expect_off = ev.end;
+            }
+        }
+
+        #[test]
+        fn preset_events_partition_lines(
+            lines in proptest::collection::vec(prop_oneof![
+                proptest::sample::select(vec![
+                "2024-01-01 INFO x", "Jan 5, 2024 1:02:03 PM a b", "SEVERE: s",
+                "java.lang.IllegalStateException: e", "\tat a.B.c(B.java:1)",
+                "Caused by: x.Y: z", "\t... 3 more", "", "  indented",
+                "Traceback (most recent call last):", "ValueError: v",
+                "The above exception was the direct cause of the following exception:",
+                "panic: p", "goroutine 1 [running]:", "main.main()",
+                "x.rb:1:in 'm'", "x.rb:1:in 'm': e (E)", "\tfrom x.rb:2:in 'n'",
+                                ]).prop_map(String::from),
+                "[ a-c:.()\t]{0,8}",
+            ], 0..60),
+            which in 0usize..4,
+            max_lines in 1usize..8,
+            max_bytes in 1u64..80,
+        ) {
+            let c = MultilineConfig {
+                pattern: None,
+                preset: Some([Preset::Java, Preset::Python, Preset::Go, Preset::Ruby][which]),
+                negate: false,
+                match_: MatchMode::After,
+                max_lines,
+                max_bytes: Some(ByteSize(max_bytes)),
+                timeout: Dur::secs(5),
+            };
+            let mut j = c.joiner(1 << 20).unwrap();
+            let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+            let out = run(&mut j, &refs);
+            prop_assert_eq!(texts(&out).join("\n"), lines.join("\n"));
             prop_assert_eq!(out.iter().map(|j| j.lines).sum::<usize>(), lines.len());
             let mut expect_off = 0;
             for ev in &out {
