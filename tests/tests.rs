@@ -15,4 +15,5 @@ mod loki;
 mod loki_server;
 mod lumberjack_server;
 mod operations;
+mod packaging;
 mod pipeline;
