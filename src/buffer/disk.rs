@@ -25,8 +25,9 @@
 //!   again (at-least-once, duplicates bounded by a quarter second of deliveries).
 //! - **Bounded:** `push` blocks while the unacknowledged bytes (write end − acknowledged
 //!   position) would exceed `max_bytes`, except into an empty buffer, so one batch larger than
-//!   the buffer still passes. Space on disk stays below `max_bytes` plus one segment, because
-//!   the segment being written is deleted only once it is full and acknowledged.
+//!   the buffer still passes. Space on disk stays below `max_bytes` plus about one segment:
+//!   acknowledged bytes linger only in the oldest segment left, until all of it is acknowledged
+//!   (the segment being written is deleted once it is full and acknowledged).
 //! - **Recovery** (at open) scans every segment in order and validates every record; a torn
 //!   or corrupt tail (kill -9 mid-write, garbage after a crash) is cut off by truncating the
 //!   file at the last good record, logged and counted in
@@ -35,7 +36,9 @@
 //! - **Close** stops pushes (blocked producers get `Closed`); `pop` drains what is on disk and
 //!   then returns `None`, as the memory buffer does: `backfill` relies on it to deliver before
 //!   it exits, and at shutdown the agent bounds the drain by `shutdown_timeout` (what is left
-//!   stays on disk for the next run).
+//!   stays on disk for the next run). Because of the lock, `logferry backfill` cannot open an
+//!   output's disk buffer while the daemon runs with the same `data_dir`: it stops with an error
+//!   that says so instead of corrupting the log.
 //!
 //! Metrics: `logferry_buffer_bytes{output}` (unacknowledged bytes), and
 //! `logferry_buffer_corrupt_records_total{output}` (tails cut at recovery, records skipped).

@@ -455,12 +455,15 @@ pub enum WhenFull {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FsyncPolicy {
-    /// After every batch written (positions then never pass an unsynced record).
+    /// After every batch written, before the input goes on (positions never pass an unsynced
+    /// record).
     #[default]
     Always,
-    /// Once a second; a power loss may lose up to a second, a process crash loses nothing.
+    /// Once a second, in the background; positions wait for the sync that covers their events
+    /// (they lag up to a second; nothing is lost, even on a power loss).
     Interval,
-    /// Leave it to the OS.
+    /// Leave it to the OS: positions advance once the write returned; a process crash loses
+    /// nothing, a power loss may lose what the OS had not written yet.
     Never,
 }
 
@@ -492,7 +495,9 @@ pub struct BufferConfig {
     pub when_full: Option<WhenFull>,
     /// disk: size of one segment file (default 64MiB).
     pub segment_bytes: Option<ByteSize>,
-    /// disk: `always` (default), `interval` or `never`.
+    /// disk: when records are synced: `always` (default; before the input goes on),
+    /// `interval` (once a second; positions wait for the sync that covers their events) or
+    /// `never` (left to the OS; a power loss may lose what positions already passed).
     pub fsync: Option<FsyncPolicy>,
 }
 
