@@ -71,14 +71,28 @@ fn bench(c: &mut Criterion) {
             let v: Vec<Event> = lines
                 .iter()
                 .enumerate()
-                .map(|(i, l)| Event::new(source.clone(), Text::from_bytes_lossy(l.clone()).0, i as u64, 0))
+                .map(|(i, l)| {
+                    Event::new(
+                        source.clone(),
+                        Text::from_bytes_lossy(l.clone()).0,
+                        i as u64,
+                        0,
+                    )
+                })
                 .collect();
             v.len()
         })
     });
     let events: Vec<Event> = lines
         .iter()
-        .map(|l| Event::new(source.clone(), Text::from_bytes_lossy(l.clone()).0, 0, 1_700_000_000_000_000_000))
+        .map(|l| {
+            Event::new(
+                source.clone(),
+                Text::from_bytes_lossy(l.clone()).0,
+                0,
+                1_700_000_000_000_000_000,
+            )
+        })
         .collect();
     g.bench_function("encode_json", |b| {
         let mut out = Vec::with_capacity(4 << 20);
@@ -96,7 +110,8 @@ fn bench(c: &mut Criterion) {
             let acker = OrderedAcker::new(0);
             for batch in 0..(n / 500) {
                 let tok = acker.issue((batch + 1) * 500);
-                let mut fins: Vec<Finalizer> = (0..500).map(|_| Finalizer::new(tok.clone())).collect();
+                let mut fins: Vec<Finalizer> =
+                    (0..500).map(|_| Finalizer::new(tok.clone())).collect();
                 drop(tok);
                 for f in &mut fins {
                     f.resolve();

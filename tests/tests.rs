@@ -6,3 +6,4 @@ mod util;
 mod backfill;
 mod cli;
 mod file_input;
+mod kubernetes;

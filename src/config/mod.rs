@@ -583,8 +583,14 @@ mod tests {
         assert_eq!(expand_env("a: ${NOPE:-}", &env).unwrap(), "a: ");
         assert_eq!(expand_env("a: $${LIT}", &env).unwrap(), "a: ${LIT}");
         assert_eq!(expand_env("é: ${HOME_DIR}", &env).unwrap(), "é: /home/x");
-        assert_eq!(expand_env("# ${NOPE}\na: 1 # ${NOPE}", &env).unwrap(), "# ${NOPE}\na: 1 # ${NOPE}");
-        assert_eq!(expand_env("a: '#${HOME_DIR}'", &env).unwrap(), "a: '#/home/x'");
+        assert_eq!(
+            expand_env("# ${NOPE}\na: 1 # ${NOPE}", &env).unwrap(),
+            "# ${NOPE}\na: 1 # ${NOPE}"
+        );
+        assert_eq!(
+            expand_env("a: '#${HOME_DIR}'", &env).unwrap(),
+            "a: '#/home/x'"
+        );
         let e = expand_env("x: 1\nb: ${NOPE}", &env).unwrap_err();
         assert_eq!((e.0, e.1), (2, 4));
         assert!(e.2.contains("NOPE"));

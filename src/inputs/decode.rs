@@ -232,7 +232,11 @@ pub fn decode_docker(line: &Bytes) -> Result<Decoded, DecodeError> {
     let time = time.ok_or(DecodeError::BadTime)?;
     let body = &s[qstart + 1..qend];
     // Fast path: no escape but a trailing `\n` (or `\r\n`): a slice of the line.
-    let first_bs = if esc { memchr::memchr(b'\\', body) } else { None };
+    let first_bs = if esc {
+        memchr::memchr(b'\\', body)
+    } else {
+        None
+    };
     let (text, partial) = match first_bs {
         None => (line.slice(qstart + 1..qend), true),
         Some(p) if p + 2 == body.len() && body[p + 1] == b'n' => {
@@ -320,10 +324,7 @@ mod tests {
             parse_rfc3339(b"2024-01-02T03:04:05.1234567891Z").unwrap(),
             base + 123_456_789
         );
-        assert_eq!(
-            parse_rfc3339(b"2024-01-02T04:04:05+01:00").unwrap(),
-            base
-        );
+        assert_eq!(parse_rfc3339(b"2024-01-02T04:04:05+01:00").unwrap(), base);
         assert_eq!(parse_rfc3339(b"2024-01-02T03:04:05"), None);
         assert_eq!(parse_rfc3339(b"2024-13-02T03:04:05Z"), None);
         assert_eq!(parse_rfc3339(b"2024-01-02T03:04:05.Z"), None);

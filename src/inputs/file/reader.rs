@@ -195,8 +195,7 @@ impl FileReader {
                 if d.text.len() > room {
                     p.truncated = true;
                 }
-                p.buf
-                    .extend_from_slice(&d.text[..d.text.len().min(room)]);
+                p.buf.extend_from_slice(&d.text[..d.text.len().min(room)]);
                 p.truncated |= line.truncated;
                 if partial {
                     st.partial = Some(p);
@@ -238,7 +237,12 @@ impl FileReader {
                 if j.pending_offset() == Some(offset) {
                     st.pending_time = time;
                 }
-                self.drain_joined(stream, |o| if o == offset { time } else { before }, out, end);
+                self.drain_joined(
+                    stream,
+                    |o| if o == offset { time } else { before },
+                    out,
+                    end,
+                );
             }
         }
     }
@@ -252,7 +256,14 @@ impl FileReader {
     ) {
         for j in std::mem::take(&mut self.joined) {
             *end = Some(j.end);
-            let e = self.event(stream, j.text, j.offset, time_of(j.offset), j.truncated, j.lines > 1);
+            let e = self.event(
+                stream,
+                j.text,
+                j.offset,
+                time_of(j.offset),
+                j.truncated,
+                j.lines > 1,
+            );
             out.push(e);
         }
     }

@@ -221,7 +221,12 @@ async fn list(api: &Api, cache: &PodCache) -> anyhow::Result<String> {
     Ok(rv)
 }
 
-async fn watch(api: &Api, cache: &PodCache, rv: &mut String, stop: &AtomicBool) -> anyhow::Result<WatchEnd> {
+async fn watch(
+    api: &Api,
+    cache: &PodCache,
+    rv: &mut String,
+    stop: &AtomicBool,
+) -> anyhow::Result<WatchEnd> {
     let q = format!(
         "&watch=true&allowWatchBookmarks=true&timeoutSeconds=290&resourceVersion={}",
         rv
@@ -334,10 +339,15 @@ pub fn spawn_watch(
     let (base, in_cluster) = match &cfg.api_server {
         Some(u) => (u.trim_end_matches('/').to_owned(), false),
         None => {
-            let host = std::env::var("KUBERNETES_SERVICE_HOST")
-                .context("KUBERNETES_SERVICE_HOST is not set (not in a cluster?); set api_server")?;
+            let host = std::env::var("KUBERNETES_SERVICE_HOST").context(
+                "KUBERNETES_SERVICE_HOST is not set (not in a cluster?); set api_server",
+            )?;
             let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
-            let host = if host.contains(':') { format!("[{host}]") } else { host };
+            let host = if host.contains(':') {
+                format!("[{host}]")
+            } else {
+                host
+            };
             (format!("https://{host}:{port}"), true)
         }
     };
@@ -368,7 +378,10 @@ pub fn spawn_watch(
     std::thread::Builder::new()
         .name(format!("k8s-watch-{input}"))
         .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     tracing::error!(input = %input, error = %e, "cannot start the pod watch");

@@ -137,7 +137,10 @@ pub fn path_meta(path: &Path, pods: Option<&api::PodCache>) -> Option<Map<String
             k.insert("labels".into(), Value::Object(info.labels.clone()));
         }
         if !info.annotations.is_empty() {
-            k.insert("annotations".into(), Value::Object(info.annotations.clone()));
+            k.insert(
+                "annotations".into(),
+                Value::Object(info.annotations.clone()),
+            );
         }
     }
     let mut root = Map::new();
