@@ -5,6 +5,7 @@
 //! backpressure (the files are the buffer).
 
 pub mod decode;
+pub mod docker;
 pub mod file;
 pub mod kubernetes;
 
@@ -107,6 +108,7 @@ macro_rules! input {
 /// Every input type: `type:` → its configuration.
 pub const REGISTRY: &[Registration] = &[
     input!("file", file::FileInputConfig),
+    input!("docker", docker::DockerInputConfig),
     input!("kubernetes", kubernetes::KubernetesInputConfig),
 ];
 

@@ -200,6 +200,9 @@ pub enum PathChange {
     Add(PathBuf, Map<String, Value>),
     /// Stop looking for this path (a file already followed is read to its end).
     Remove(PathBuf),
+    /// The initial set is complete: the first scan (which applies `start_at: end` to the
+    /// files already there) waits for it.
+    Ready,
 }
 
 /// Which files a follower follows.
@@ -210,6 +213,8 @@ pub enum FileSet {
     Dynamic {
         rx: Receiver<PathChange>,
         paths: HashMap<PathBuf, Arc<Map<String, Value>>>,
+        /// The initial set has been received.
+        ready: bool,
     },
 }
 
@@ -330,7 +335,7 @@ impl Follower {
 
     /// Applies the changes another task sent to a dynamic file set; returns whether any.
     fn apply_changes(&mut self) -> bool {
-        let FileSet::Dynamic { rx, paths } = &mut self.set else {
+        let FileSet::Dynamic { rx, paths, ready } = &mut self.set else {
             return false;
         };
         let mut changed = false;
@@ -343,6 +348,7 @@ impl Follower {
                 PathChange::Remove(p) => {
                     paths.remove(&p);
                 }
+                PathChange::Ready => *ready = true,
             }
         }
         changed
@@ -358,7 +364,8 @@ impl Follower {
             if self.apply_changes() {
                 early_scan = Some(now);
             }
-            if now >= next_scan || early_scan.is_some_and(|t| now >= t) {
+            let ready = !matches!(self.set, FileSet::Dynamic { ready: false, .. });
+            if ready && (now >= next_scan || early_scan.is_some_and(|t| now >= t)) {
                 self.scan();
                 next_scan = Instant::now() + scan_every;
                 early_scan = None;
