@@ -5,5 +5,6 @@ mod util;
 
 mod backfill;
 mod cli;
+mod docker;
 mod file_input;
 mod kubernetes;

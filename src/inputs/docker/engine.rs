@@ -12,9 +12,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -134,9 +134,7 @@ impl Engine {
             .await
             .context("negotiating the API version")?;
         // Subscribe first, so that nothing between the list and the subscription is missed.
-        let since = self
-            .since
-            .unwrap_or_else(|| chrono::Utc::now().timestamp());
+        let since = self.since.unwrap_or_else(|| chrono::Utc::now().timestamp());
         let mut filters = HashMap::new();
         filters.insert("type".to_owned(), vec!["container".to_owned()]);
         filters.insert(
@@ -194,7 +192,9 @@ impl Engine {
             match docker.inspect_container(&id, None).await {
                 Ok(c) => self.consider(c),
                 // Removed between the list and the inspect.
-                Err(e) => tracing::debug!(input = %self.input, container = %id, error = %e, "cannot inspect container"),
+                Err(e) => {
+                    tracing::debug!(input = %self.input, container = %id, error = %e, "cannot inspect container")
+                }
             }
         }
         let gone: Vec<String> = self
@@ -232,12 +232,9 @@ impl Engine {
             .trim_start_matches('/')
             .to_owned();
         let config = c.config.as_ref();
-        let image = config
-            .and_then(|c| c.image.clone())
-            .unwrap_or_default();
-        let labels: HashMap<String, String> = config
-            .and_then(|c| c.labels.clone())
-            .unwrap_or_default();
+        let image = config.and_then(|c| c.image.clone()).unwrap_or_default();
+        let labels: HashMap<String, String> =
+            config.and_then(|c| c.labels.clone()).unwrap_or_default();
         let f = &self.filters;
         let included = f
             .include

@@ -210,7 +210,9 @@ impl InputSpec for DockerInputConfig {
             kind: "docker".into(),
             ..InputStatus::default()
         }));
-        let filters = self.filters().map_err(|(k, e)| anyhow::anyhow!("{k}: {e}"))?;
+        let filters = self
+            .filters()
+            .map_err(|(k, e)| anyhow::anyhow!("{k}: {e}"))?;
         let (tx, rx) = std::sync::mpsc::channel();
         engine::spawn(
             self.clone(),
