@@ -483,4 +483,33 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].message_str(), "tail");
     }
+
+    #[test]
+    fn multiline_applies_after_the_partial_join() {
+        let m: crate::processors::multiline::MultilineConfig =
+            serde_yaml_ng::from_str("pattern: '^\\S'\nnegate: true\nmatch: after\n").unwrap();
+        let source = Arc::new(Source {
+            input_id: Arc::from("t"),
+            ..Source::default()
+        });
+        let mut r =
+            FileReader::with_format(source, 0, 1 << 20, Format::Cri, || m.joiner(1 << 20).ok());
+        let (out, _) = feed(
+            &mut r,
+            "2024-01-02T03:04:05Z stdout F Exception\n\
+             2024-01-02T03:04:05Z stdout P   at\n\
+             2024-01-02T03:04:05Z stderr F other stream\n\
+             2024-01-02T03:04:05Z stdout F  a.b\n\
+             2024-01-02T03:04:06Z stdout F next\n",
+        );
+        let msgs: Vec<&str> = out.iter().map(Event::message_str).collect();
+        assert_eq!(msgs, vec!["Exception\n  at a.b"]);
+        assert!(out[0].flags & FLAG_MULTILINE != 0);
+        let mut out = Vec::new();
+        r.flush_all(false, Instant::now(), 0, &mut out);
+        let msgs: Vec<&str> = out.iter().map(Event::message_str).collect();
+        // Streams flush in stream order (stdout first): order is kept per stream only.
+        assert_eq!(msgs, vec!["next", "other stream"]);
+        assert_eq!(out[0].timestamp, 1_704_164_646_000_000_000);
+    }
 }
