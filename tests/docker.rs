@@ -421,3 +421,46 @@ fn daemon_restart_mid_run_loses_nothing() {
         "reconnected"
     );
 }
+
+#[test]
+fn host_root_maps_the_engine_log_paths() {
+    let _g = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+    require_daemon();
+    let mut run = Run::new();
+    let sb = Sandbox::new();
+    // The host's / "mounted" under {dir}/host, as when the agent runs in a container.
+    std::os::unix::fs::symlink("/", sb.join("host")).unwrap();
+    sb.config(&format!(
+        r#"
+data_dir: {{dir}}/data
+api: {{ enabled: false }}
+inputs:
+  - id: containers
+    type: docker
+    include: {{ labels: {{ logferry-test: "{id}" }} }}
+    host_root: {{dir}}/host
+    scan_interval: 100ms
+outputs:
+  - id: out
+    type: file
+    path: "{{dir}}/out.ndjson"
+    batch: {{ max_events: 1000, timeout: 50ms }}
+"#,
+        id = run.id
+    ));
+    let mut agent = sb.start();
+    run.start("hostroot", &[], "echo through host_root");
+    let name = run.name("hostroot");
+    wait_until(Duration::from_secs(30), "the container's line", || {
+        of_container(&events(&sb), &name).len() == 1
+    });
+    assert!(agent.stop().success());
+    let ev = events(&sb);
+    let e = of_container(&ev, &name)[0];
+    assert_eq!(e["message"], "through host_root");
+    let path = e["log"]["file"]["path"].as_str().unwrap();
+    assert!(
+        path.starts_with(&sb.join("host/var/lib/docker").display().to_string()),
+        "{path}"
+    );
+}

@@ -240,11 +240,7 @@ pub fn decode_docker(line: &Bytes) -> Result<Decoded, DecodeError> {
     let (text, partial) = match first_bs {
         None => (line.slice(qstart + 1..qend), true),
         Some(p) if p + 2 == body.len() && body[p + 1] == b'n' => {
-            let mut end = qstart + 1 + p;
-            if body[..p].ends_with(b"\\r") {
-                end -= 2;
-            }
-            (line.slice(qstart + 1..end), false)
+            (line.slice(qstart + 1..qstart + 1 + p), false)
         }
         Some(p) if p + 4 == body.len() && &body[p..] == b"\\r\\n" => {
             (line.slice(qstart + 1..qstart + 1 + p), false)
