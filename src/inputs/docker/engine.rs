@@ -133,7 +133,9 @@ impl Engine {
             .negotiate_version()
             .await
             .context("negotiating the API version")?;
-        // Subscribe first, so that nothing between the list and the subscription is missed.
+        // The stream is requested on its first poll, after the list: `since` (taken before the
+        // list, or the last event seen) replays what happened in between; replays are harmless
+        // (adding a followed path again changes nothing).
         let since = self.since.unwrap_or_else(|| chrono::Utc::now().timestamp());
         let mut filters = HashMap::new();
         filters.insert("type".to_owned(), vec!["container".to_owned()]);
