@@ -22,6 +22,7 @@ fn every_example_config_passes_check() {
             .args(["check", "-c"])
             .arg(&path)
             .env("PWD", root())
+            .env("NODE_NAME", "node-1")
             .output()
             .unwrap();
         assert!(
@@ -35,6 +36,18 @@ fn every_example_config_passes_check() {
     assert!(checked >= 6, "quickstart + the five deployment examples");
 }
 
+/// The DaemonSet's ConfigMap carries the same config as `examples/kubernetes-node.yaml`.
+#[test]
+fn the_configmap_holds_the_kubernetes_example() {
+    let cm =
+        std::fs::read_to_string(format!("{}/packaging/kubernetes/configmap.yaml", root())).unwrap();
+    let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&cm).unwrap();
+    let embedded = v["data"]["agent.yaml"].as_str().unwrap();
+    let example =
+        std::fs::read_to_string(format!("{}/examples/kubernetes-node.yaml", root())).unwrap();
+    assert_eq!(embedded.trim(), example.trim());
+}
+
 #[test]
 fn check_probe_against_a_closed_port_fails_and_names_the_output() {
     let sb = Sandbox::new();
@@ -42,7 +55,12 @@ fn check_probe_against_a_closed_port_fails_and_names_the_output() {
     sb.config(&format!(
         "inputs:\n  - {{ id: a, type: file, paths: [\"{{dir}}/*.log\"] }}\noutputs:\n  - id: es-main\n    type: elasticsearch\n    hosts: [\"http://127.0.0.1:{port}\"]\n    index: x\n  - {{ id: console, type: stdout }}\n"
     ));
-    let (st, out, err) = sb.run_cmd(&["check", "--probe", "-c", sb.join("agent.yaml").to_str().unwrap()]);
+    let (st, out, err) = sb.run_cmd(&[
+        "check",
+        "--probe",
+        "-c",
+        sb.join("agent.yaml").to_str().unwrap(),
+    ]);
     assert_eq!(st.code(), Some(1), "{out}{err}");
     assert!(out.contains("es-main: FAILED"), "{out}");
     assert!(out.contains("console: ok"), "{out}");
@@ -59,10 +77,14 @@ fn exported_metric_names() -> BTreeSet<String> {
     append_lines(&sb.join("logs/x.log"), (0..30).map(|i| line("x", i)));
     let mut agent = sb.start();
     let mut text = String::new();
-    wait_until(Duration::from_secs(30), "metrics with a request recorded", || {
-        text = http_get(port, "/metrics");
-        text.contains("logferry_output_request_seconds_bucket")
-    });
+    wait_until(
+        Duration::from_secs(30),
+        "metrics with a request recorded",
+        || {
+            text = http_get(port, "/metrics");
+            text.contains("logferry_output_request_seconds_bucket")
+        },
+    );
     assert!(agent.stop().success());
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
@@ -82,7 +104,10 @@ fn http_get(port: u16, path: &str) -> String {
         return String::new();
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
     let mut buf = String::new();
     let _ = s.read_to_string(&mut buf);
     buf
@@ -90,7 +115,8 @@ fn http_get(port: u16, path: &str) -> String {
 
 #[test]
 fn the_grafana_dashboard_queries_only_exported_metrics() {
-    let text = std::fs::read_to_string(format!("{}/packaging/grafana/logferry.json", root())).unwrap();
+    let text =
+        std::fs::read_to_string(format!("{}/packaging/grafana/logferry.json", root())).unwrap();
     let dash: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
     let exported = exported_metric_names();
     let re = regex::Regex::new(r"logferry_[a-z_]+").unwrap();
@@ -107,9 +133,15 @@ fn the_grafana_dashboard_queries_only_exported_metrics() {
             }
         }
     }
-    assert!(used.len() >= 7, "rates, lag, retries, buffer, dead letters, latency: {used:?}");
+    assert!(
+        used.len() >= 7,
+        "rates, lag, retries, buffer, dead letters, latency: {used:?}"
+    );
     for m in &used {
-        assert!(exported.contains(m), "dashboard queries {m}, which the agent does not export ({exported:?})");
+        assert!(
+            exported.contains(m),
+            "dashboard queries {m}, which the agent does not export ({exported:?})"
+        );
     }
 }
 
@@ -130,7 +162,10 @@ fn the_systemd_unit_is_hardened_and_verifies() {
         assert!(unit.contains(key), "unit lacks {key}");
     }
     // systemd-analyze verify, where it is installed (not in every CI image).
-    let Ok(out) = std::process::Command::new("systemd-analyze").arg("--version").output() else {
+    let Ok(out) = std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+    else {
         eprintln!("systemd-analyze not installed: verify skipped");
         return;
     };
@@ -144,7 +179,11 @@ fn the_systemd_unit_is_hardened_and_verifies() {
         .replace("User=logferry", "User=root")
         .replace("Group=logferry", "Group=root");
     let path = sb.write("logferry.service", local);
-    let out = std::process::Command::new("systemd-analyze").arg("verify").arg(&path).output().unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     let relevant: Vec<&str> = err
         .lines()

@@ -4,7 +4,10 @@
 //! with finalizers, and hands them to its [`Pipeline`]; a full buffer blocks it, which is the
 //! backpressure (the files are the buffer).
 
+pub mod decode;
+pub mod docker;
 pub mod file;
+pub mod kubernetes;
 
 use std::fmt::Debug;
 use std::path::PathBuf;
@@ -103,7 +106,11 @@ macro_rules! input {
 }
 
 /// Every input type: `type:` → its configuration.
-pub const REGISTRY: &[Registration] = &[input!("file", file::FileInputConfig)];
+pub const REGISTRY: &[Registration] = &[
+    input!("file", file::FileInputConfig),
+    input!("docker", docker::DockerInputConfig),
+    input!("kubernetes", kubernetes::KubernetesInputConfig),
+];
 
 /// A configured input's type-specific part.
 #[derive(Debug, Clone)]

@@ -37,12 +37,14 @@ use std::time::{Duration, Instant};
 
 use schemars::JsonSchema;
 use serde::Deserialize;
+use serde_json::{Map, Value};
 
 use self::fingerprint::{FingerprintConfig, Strategy};
 use self::glob::Globs;
 use self::reader::FileReader;
 use crate::config::{ConfigSource, Diagnostic, Dur, InputCommon, StartAt};
 use crate::event::{Event, Source, format_rfc3339_nanos, now_nanos};
+use crate::inputs::decode::Format;
 use crate::inputs::{FileStatus, InputContext, InputHandle, InputSpec, InputStatus};
 use crate::positions::Positions;
 use crate::processors::multiline::MultilineConfig;
@@ -123,7 +125,15 @@ impl InputSpec for FileInputConfig {
             kind: "file".into(),
             ..InputStatus::default()
         }));
-        let mut follower = Follower::new(self.clone(), common, ctx, status.clone())?;
+        let globs = Globs::new(&self.paths, &self.exclude).map_err(|(_, e)| anyhow::anyhow!(e))?;
+        let kind = FollowerKind {
+            set: FileSet::Globs(globs),
+            format: Format::Plain,
+            input_type: "file",
+            meta_fn: None,
+            meta_version: None,
+        };
+        let mut follower = Follower::new(self.clone(), kind, common, ctx, status.clone());
         let thread = std::thread::Builder::new()
             .name(format!("input-{}", common.id))
             .spawn(move || follower.run())?;
@@ -143,10 +153,11 @@ const PROVISIONAL: &str = "+truncated@";
 fn rekey(positions: &Positions, input: &str, t: &mut Tracked, key: Arc<str>) {
     positions.untrack(input, &t.key);
     t.key = key.clone();
-    t.reader.source = Arc::new(Source {
+    let source = Arc::new(Source {
         file_key: key,
         ..(*t.reader.source).clone()
     });
+    t.reader.set_source(source);
     positions.track(
         input,
         &t.key,
@@ -179,10 +190,84 @@ struct Tracked {
     seen_scan: u64,
 }
 
-struct Follower {
+/// Per-file metadata from the path (`None`: not a file of this input, leave it alone).
+pub type MetaFn = Arc<dyn Fn(&Path) -> Option<Map<String, Value>> + Send + Sync>;
+
+/// A change to a [`FileSet::Dynamic`] set.
+#[derive(Debug)]
+pub enum PathChange {
+    /// Follow this file; its events carry `meta` (nested objects, merged at the root).
+    Add(PathBuf, Map<String, Value>),
+    /// Stop looking for this path (a file already followed is read to its end).
+    Remove(PathBuf),
+    /// The initial set is complete: the first scan (which applies `start_at: end` to the
+    /// files already there) waits for it.
+    Ready,
+}
+
+/// Which files a follower follows.
+pub enum FileSet {
+    /// Files matched by globs (`file`, `kubernetes`).
+    Globs(Globs),
+    /// Exact paths fed through a channel by another task (`docker`), each with metadata.
+    Dynamic {
+        rx: Receiver<PathChange>,
+        paths: HashMap<PathBuf, Arc<Map<String, Value>>>,
+        /// The initial set has been received.
+        ready: bool,
+    },
+}
+
+impl FileSet {
+    fn matches(&self, p: &Path) -> bool {
+        match self {
+            FileSet::Globs(g) => g.matches(p),
+            FileSet::Dynamic { paths, .. } => paths.contains_key(p),
+        }
+    }
+
+    fn walk(&self) -> Vec<PathBuf> {
+        match self {
+            FileSet::Globs(g) => g.walk(),
+            FileSet::Dynamic { paths, .. } => {
+                let mut v: Vec<PathBuf> = paths.keys().cloned().collect();
+                v.sort();
+                v
+            }
+        }
+    }
+
+    fn roots(&self) -> Vec<(PathBuf, usize)> {
+        match self {
+            FileSet::Globs(g) => g.roots(),
+            FileSet::Dynamic { paths, .. } => paths
+                .keys()
+                .filter_map(|p| p.parent().map(|d| (d.to_path_buf(), 1)))
+                .collect(),
+        }
+    }
+}
+
+/// What distinguishes the inputs built on the follower.
+pub struct FollowerKind {
+    pub set: FileSet,
+    pub format: Format,
+    pub input_type: &'static str,
+    pub meta_fn: Option<MetaFn>,
+    /// Bumped when `meta_fn` may give other metadata (pod labels learnt): refreshed at the
+    /// next scan.
+    pub meta_version: Option<Arc<std::sync::atomic::AtomicU64>>,
+}
+
+pub struct Follower {
     id: Arc<str>,
     cfg: FileInputConfig,
-    globs: Globs,
+    set: FileSet,
+    format: Format,
+    input_type: &'static str,
+    meta_fn: Option<MetaFn>,
+    meta_version: Option<Arc<std::sync::atomic::AtomicU64>>,
+    seen_meta_version: u64,
     start_at: StartAt,
     max_line: usize,
     multiline: Option<MultilineConfig>,
@@ -207,20 +292,25 @@ struct Follower {
 }
 
 impl Follower {
-    fn new(
+    pub fn new(
         cfg: FileInputConfig,
+        kind: FollowerKind,
         common: &InputCommon,
         ctx: InputContext,
         status: Arc<Mutex<InputStatus>>,
-    ) -> anyhow::Result<Follower> {
-        let globs = Globs::new(&cfg.paths, &cfg.exclude).map_err(|(_, e)| anyhow::anyhow!(e))?;
+    ) -> Follower {
         let (wake_tx, wake_rx) = sync_channel(4096);
         let id: Arc<str> = Arc::from(common.id.as_str());
-        Ok(Follower {
+        Follower {
             files_open: metrics::gauge!("logferry_files_open", "input" => common.id.clone()),
             lag: metrics::gauge!("logferry_input_lag_bytes", "input" => common.id.clone()),
             id,
-            globs,
+            set: kind.set,
+            format: kind.format,
+            input_type: kind.input_type,
+            meta_fn: kind.meta_fn,
+            meta_version: kind.meta_version,
+            seen_meta_version: 0,
             start_at: common.start_at,
             max_line: usize::try_from(common.max_line_bytes.0).unwrap_or(usize::MAX),
             multiline: common.multiline.clone(),
@@ -240,17 +330,42 @@ impl Follower {
             watched: HashSet::new(),
             cfg,
             last_status: Instant::now() - Duration::from_secs(60),
-        })
+        }
     }
 
-    fn run(&mut self) {
+    /// Applies the changes another task sent to a dynamic file set; returns whether any.
+    fn apply_changes(&mut self) -> bool {
+        let FileSet::Dynamic { rx, paths, ready } = &mut self.set else {
+            return false;
+        };
+        let mut changed = false;
+        while let Ok(c) = rx.try_recv() {
+            changed = true;
+            match c {
+                PathChange::Add(p, meta) => {
+                    paths.insert(p, Arc::new(meta));
+                }
+                PathChange::Remove(p) => {
+                    paths.remove(&p);
+                }
+                PathChange::Ready => *ready = true,
+            }
+        }
+        changed
+    }
+
+    pub fn run(&mut self) {
         self.watcher = self.make_watcher();
         let scan_every = self.cfg.scan_interval.0;
         let mut next_scan = Instant::now();
         let mut early_scan: Option<Instant> = None;
         while !self.stop.load(Ordering::Relaxed) {
             let now = Instant::now();
-            if now >= next_scan || early_scan.is_some_and(|t| now >= t) {
+            if self.apply_changes() {
+                early_scan = Some(now);
+            }
+            let ready = !matches!(self.set, FileSet::Dynamic { ready: false, .. });
+            if ready && (now >= next_scan || early_scan.is_some_and(|t| now >= t)) {
                 self.scan();
                 next_scan = Instant::now() + scan_every;
                 early_scan = None;
@@ -261,7 +376,7 @@ impl Follower {
                     if let Some(t) = self.files.get_mut(k) {
                         t.active = true;
                     }
-                } else if self.globs.matches(&p) && early_scan.is_none() {
+                } else if self.set.matches(&p) && early_scan.is_none() {
                     early_scan = Some(Instant::now() + Duration::from_millis(50));
                 }
             }
@@ -291,7 +406,7 @@ impl Follower {
                             if let Some(t) = self.files.get_mut(k) {
                                 t.active = true;
                             }
-                        } else if self.globs.matches(&p) && early_scan.is_none() {
+                        } else if self.set.matches(&p) && early_scan.is_none() {
                             early_scan = Some(Instant::now() + Duration::from_millis(50));
                         }
                     }
@@ -326,7 +441,7 @@ impl Follower {
             return;
         };
         use notify::Watcher;
-        for (root, depth) in self.globs.roots() {
+        for (root, depth) in self.set.roots() {
             if self.watched.contains(&root) || !root.is_dir() {
                 continue;
             }
@@ -354,7 +469,7 @@ impl Follower {
         let first = scan_no == 1;
         self.watch_roots();
         let mut seen_waiting = HashSet::new();
-        for path in self.globs.walk() {
+        for path in self.set.walk() {
             let Ok(meta) = std::fs::metadata(&path) else {
                 continue;
             };
@@ -384,6 +499,7 @@ impl Follower {
             self.discover(&path, &meta, first, &mut seen_waiting);
         }
         self.waiting.retain(|k, _| seen_waiting.contains(k));
+        self.refresh_meta();
         // Files not seen at their path any more.
         let keys: Vec<(u64, u64)> = self
             .files
@@ -423,6 +539,34 @@ impl Follower {
         self.update_status(false);
     }
 
+    /// Recomputes every followed file's metadata when the metadata source changed.
+    fn refresh_meta(&mut self) {
+        let (Some(version), Some(f)) = (&self.meta_version, &self.meta_fn) else {
+            return;
+        };
+        let v = version.load(Ordering::Acquire);
+        if v == self.seen_meta_version {
+            return;
+        }
+        self.seen_meta_version = v;
+        for t in self.files.values_mut() {
+            let Some(path) = t.reader.source.path.clone() else {
+                continue;
+            };
+            let Some(m) = f(Path::new(&*path)) else {
+                continue;
+            };
+            let meta = merge_meta(Some(Arc::new(m)), self.pipeline.fields());
+            if meta.as_deref() != t.reader.source.meta.as_deref() {
+                let source = Arc::new(Source {
+                    meta,
+                    ..(*t.reader.source).clone()
+                });
+                t.reader.set_source(source);
+            }
+        }
+    }
+
     fn discover(
         &mut self,
         path: &Path,
@@ -431,6 +575,17 @@ impl Follower {
         seen_waiting: &mut HashSet<(u64, u64)>,
     ) {
         let k = (meta.dev(), meta.ino());
+        let file_meta: Option<Arc<Map<String, Value>>> = match (&self.set, &self.meta_fn) {
+            (FileSet::Dynamic { paths, .. }, _) => match paths.get(path) {
+                Some(m) => Some(m.clone()),
+                None => return,
+            },
+            (_, Some(f)) => match f(path) {
+                Some(m) => Some(Arc::new(m)),
+                None => return,
+            },
+            _ => None,
+        };
         let key = match self.cfg.fingerprint.strategy {
             Strategy::DeviceInode => fingerprint::device_inode(meta),
             Strategy::Checksum => {
@@ -486,18 +641,20 @@ impl Follower {
         };
         let source = Arc::new(Source {
             input_id: self.id.clone(),
-            input_type: "file",
+            input_type: self.input_type,
             host_name: self.host.clone(),
             path: Some(Arc::from(path.to_string_lossy().as_ref())),
             file_key: key.clone(),
-            meta: self.pipeline.fields(),
+            meta: merge_meta(file_meta, self.pipeline.fields()),
             stream: None,
         });
-        let joiner = self
-            .multiline
-            .as_ref()
-            .and_then(|m| m.joiner(self.max_line as u64).ok());
-        let reader = FileReader::new(source, start, self.max_line, joiner);
+        let multiline = self.multiline.clone();
+        let max_line = self.max_line;
+        let reader = FileReader::with_format(source, start, self.max_line, self.format, || {
+            multiline
+                .as_ref()
+                .and_then(|m| m.joiner(max_line as u64).ok())
+        });
         self.positions.track(
             &self.id,
             &key,
@@ -836,5 +993,23 @@ impl Follower {
             }
         }
         self.update_status(true);
+    }
+}
+
+/// Per-file metadata with the input's `fields` over it (both are merged at the event's root).
+fn merge_meta(
+    file: Option<Arc<Map<String, Value>>>,
+    fields: Option<Arc<Map<String, Value>>>,
+) -> Option<Arc<Map<String, Value>>> {
+    match (file, fields) {
+        (None, f) => f,
+        (Some(m), None) => Some(m),
+        (Some(m), Some(f)) => {
+            let mut out = (*m).clone();
+            for (k, v) in f.iter() {
+                out.insert(k.clone(), v.clone());
+            }
+            Some(Arc::new(out))
+        }
     }
 }

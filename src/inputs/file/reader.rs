@@ -1,51 +1,136 @@
-//! One file's reading state: bytes → lines → (multiline) → events with finalizers.
+//! One file's reading state: bytes → lines → (decode, partial join) → (multiline) → events
+//! with finalizers.
 //!
-//! Shared by the follower (`file` input) and `backfill`, and meant for the container inputs,
-//! which put their own line decoder in front of the same machinery.
+//! Shared by the follower (`file`, `docker`, `kubernetes` inputs) and `backfill`. The line
+//! decoder ([`Format`]) is the seam between the inputs: plain lines, Docker json-file lines,
+//! CRI lines. Decoded lines carry a stream; each stream (stdout, stderr) has its own state —
+//! the partial line being joined (Docker 16 KiB pieces, CRI `P` lines) and the multiline
+//! joiner — and its own `Arc<Source>`, so `stream` and container metadata cost no per-event
+//! allocation.
 //!
 //! Invariant: a batch's acknowledgement token ends at the end of the last *completed* event
-//! in it; lines held by the splitter (no newline yet) or the multiline joiner (pending event)
-//! are never covered, so a position never passes them.
+//! in it, and never past the first byte of a line still held — by the splitter (no newline
+//! yet), by a stream's partial join, or by a stream's multiline joiner — whichever stream
+//! holds it. So a position never passes a held line; after a restart the held line is read
+//! again (events of the other stream read meanwhile may then be delivered twice: at least
+//! once, never lost).
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::{Bytes, BytesMut};
+
 use crate::ack::{Finalizer, OrderedAcker};
 use crate::event::{Event, FLAG_MULTILINE, FLAG_TRUNCATED, Source, Text};
+use crate::inputs::decode::{Format, STDERR, STDOUT, decode_cri, decode_docker};
 use crate::inputs::file::lines::LineSplitter;
 use crate::processors::multiline::{Joined, Joiner, LineIn};
+
+/// Extra room the splitter gives a raw decoded line over `max_line_bytes` (JSON escaping and
+/// the CRI/JSON framing around the message).
+const RAW_SLACK: usize = 128 * 1024;
+
+/// A line being joined from pieces.
+struct PartialLine {
+    buf: BytesMut,
+    offset: u64,
+    time: i64,
+    truncated: bool,
+}
+
+/// Per-stream state.
+struct StreamState {
+    source: Arc<Source>,
+    partial: Option<PartialLine>,
+    joiner: Option<Joiner>,
+    /// Timestamp of the joiner's pending event (decoded formats).
+    pending_time: i64,
+}
 
 /// Reading state of one file.
 pub struct FileReader {
     pub splitter: LineSplitter,
-    pub joiner: Option<Joiner>,
     pub source: Arc<Source>,
     pub acker: Arc<OrderedAcker>,
+    format: Format,
+    max_line: usize,
+    streams: Vec<StreamState>,
     joined: Vec<Joined>,
     invalid_utf8: metrics::Counter,
+    decode_errors: metrics::Counter,
+}
+
+fn stream_source(base: &Arc<Source>, format: Format, i: usize) -> Arc<Source> {
+    if format == Format::Plain {
+        return base.clone();
+    }
+    Arc::new(Source {
+        stream: Some(if i == STDERR { "stderr" } else { "stdout" }),
+        ..(**base).clone()
+    })
 }
 
 impl FileReader {
+    /// A reader of plain lines.
     pub fn new(
         source: Arc<Source>,
         start: u64,
         max_line: usize,
         joiner: Option<Joiner>,
     ) -> FileReader {
+        let mut joiner = Some(joiner);
+        FileReader::with_format(source, start, max_line, Format::Plain, || {
+            joiner.take().flatten()
+        })
+    }
+
+    /// A reader of `format` lines; `joiner` makes one multiline joiner per stream.
+    pub fn with_format(
+        source: Arc<Source>,
+        start: u64,
+        max_line: usize,
+        format: Format,
+        mut joiner: impl FnMut() -> Option<Joiner>,
+    ) -> FileReader {
         let input = source.input_id.to_string();
+        let n = if format == Format::Plain { 1 } else { 2 };
+        let streams = (0..n)
+            .map(|i| StreamState {
+                source: stream_source(&source, format, i),
+                partial: None,
+                joiner: joiner(),
+                pending_time: 0,
+            })
+            .collect();
+        let raw_max = match format {
+            Format::Plain => max_line,
+            _ => max_line.saturating_add(RAW_SLACK),
+        };
         FileReader {
-            splitter: LineSplitter::new(start, max_line),
-            joiner,
+            splitter: LineSplitter::new(start, raw_max),
             acker: OrderedAcker::new(start),
             source,
+            format,
+            max_line: max_line.max(1),
+            streams,
             joined: Vec::new(),
-            invalid_utf8: metrics::counter!("logferry_input_invalid_utf8_total", "input" => input),
+            invalid_utf8: metrics::counter!("logferry_input_invalid_utf8_total", "input" => input.clone()),
+            decode_errors: metrics::counter!("logferry_input_decode_errors_total", "input" => input),
         }
+    }
+
+    /// Replaces the shared source (new identity, new metadata); streams follow.
+    pub fn set_source(&mut self, source: Arc<Source>) {
+        for (i, s) in self.streams.iter_mut().enumerate() {
+            s.source = stream_source(&source, self.format, i);
+        }
+        self.source = source;
     }
 
     fn event(
         &self,
-        text: bytes::Bytes,
+        stream: usize,
+        text: Bytes,
         offset: u64,
         ts: i64,
         truncated: bool,
@@ -55,7 +140,7 @@ impl FileReader {
         if bad {
             self.invalid_utf8.increment(1);
         }
-        let mut e = Event::new(self.source.clone(), text, offset, ts);
+        let mut e = Event::new(self.streams[stream].source.clone(), text, offset, ts);
         if truncated {
             e.flags |= FLAG_TRUNCATED;
         }
@@ -65,7 +150,8 @@ impl FileReader {
         e
     }
 
-    fn take_line(
+    /// A raw line from the splitter: decoded, joined, then to the stream's joiner.
+    fn take_raw(
         &mut self,
         line: LineIn,
         now: Instant,
@@ -73,49 +159,164 @@ impl FileReader {
         out: &mut Vec<Event>,
         end: &mut Option<u64>,
     ) {
-        match &mut self.joiner {
+        let decoded = match self.format {
+            Format::Plain => {
+                self.take_line(STDOUT, line, now, ts, out, end);
+                return;
+            }
+            Format::DockerJson => decode_docker(&line.text),
+            Format::Cri => decode_cri(&line.text),
+        };
+        let d = match decoded {
+            Ok(d) => d,
+            Err(e) => {
+                self.decode_errors.increment(1);
+                tracing::debug!(input = %self.source.input_id, offset = line.offset, error = %e, "cannot decode container log line; skipped");
+                return;
+            }
+        };
+        let max = self.max_line;
+        let st = &mut self.streams[d.stream];
+        let full = match (st.partial.take(), d.partial) {
+            (None, false) => LineIn {
+                text: d.text,
+                offset: line.offset,
+                end: line.end,
+                truncated: line.truncated,
+            },
+            (held, partial) => {
+                let mut p = held.unwrap_or_else(|| PartialLine {
+                    buf: BytesMut::new(),
+                    offset: line.offset,
+                    time: d.time,
+                    truncated: false,
+                });
+                let room = max.saturating_sub(p.buf.len());
+                if d.text.len() > room {
+                    p.truncated = true;
+                }
+                p.buf.extend_from_slice(&d.text[..d.text.len().min(room)]);
+                p.truncated |= line.truncated;
+                if partial {
+                    st.partial = Some(p);
+                    return;
+                }
+                let joined = LineIn {
+                    text: p.buf.freeze(),
+                    offset: p.offset,
+                    end: line.end,
+                    truncated: p.truncated,
+                };
+                self.take_line(d.stream, joined, now, p.time, out, end);
+                return;
+            }
+        };
+        self.take_line(d.stream, full, now, d.time, out, end);
+    }
+
+    fn take_line(
+        &mut self,
+        stream: usize,
+        line: LineIn,
+        now: Instant,
+        time: i64,
+        out: &mut Vec<Event>,
+        end: &mut Option<u64>,
+    ) {
+        let st = &mut self.streams[stream];
+        match &mut st.joiner {
             None => {
                 *end = Some(line.end);
-                let e = self.event(line.text, line.offset, ts, line.truncated, false);
+                let e = self.event(stream, line.text, line.offset, time, line.truncated, false);
                 out.push(e);
             }
             Some(j) => {
+                let before = st.pending_time;
+                let offset = line.offset;
                 j.push(line, now, &mut self.joined);
-                self.drain_joined(ts, out, end);
+                if j.pending_offset() == Some(offset) {
+                    st.pending_time = time;
+                }
+                self.drain_joined(
+                    stream,
+                    |o| if o == offset { time } else { before },
+                    out,
+                    end,
+                );
             }
         }
     }
 
-    fn drain_joined(&mut self, ts: i64, out: &mut Vec<Event>, end: &mut Option<u64>) {
+    fn drain_joined(
+        &mut self,
+        stream: usize,
+        time_of: impl Fn(u64) -> i64,
+        out: &mut Vec<Event>,
+        end: &mut Option<u64>,
+    ) {
         for j in std::mem::take(&mut self.joined) {
             *end = Some(j.end);
-            let e = self.event(j.text, j.offset, ts, j.truncated, j.lines > 1);
+            let e = self.event(
+                stream,
+                j.text,
+                j.offset,
+                time_of(j.offset),
+                j.truncated,
+                j.lines > 1,
+            );
             out.push(e);
         }
     }
 
+    /// The first byte of a line held by a partial join or a multiline joiner, if any.
+    fn held_floor(&self) -> Option<u64> {
+        self.streams
+            .iter()
+            .flat_map(|s| {
+                [
+                    s.partial.as_ref().map(|p| p.offset),
+                    s.joiner.as_ref().and_then(Joiner::pending_offset),
+                ]
+            })
+            .flatten()
+            .min()
+    }
+
     /// Turns every complete line buffered into events appended to `out`; returns the end
-    /// offset of the last completed event (for the batch token), if any.
+    /// offset of the last completed event (for the batch token), if any. Plain lines get
+    /// `ts` (read time); decoded lines their runtime timestamp.
     pub fn drain_lines(&mut self, now: Instant, ts: i64, out: &mut Vec<Event>) -> Option<u64> {
         let mut end = None;
         while let Some(line) = self.splitter.next_line() {
-            self.take_line(line, now, ts, out, &mut end);
+            self.take_raw(line, now, ts, out, &mut end);
         }
         end
     }
 
-    /// Flushes a multiline event that has been quiet for its timeout.
+    fn stream_time(&self, i: usize, ts: i64) -> i64 {
+        if self.format == Format::Plain {
+            ts
+        } else {
+            self.streams[i].pending_time
+        }
+    }
+
+    /// Flushes multiline events that have been quiet for their timeout.
     pub fn flush_idle(&mut self, now: Instant, ts: i64, out: &mut Vec<Event>) -> Option<u64> {
         let mut end = None;
-        if let Some(j) = &mut self.joiner {
-            j.flush_if_idle(now, &mut self.joined);
-            self.drain_joined(ts, out, &mut end);
+        for i in 0..self.streams.len() {
+            let t = self.stream_time(i, ts);
+            if let Some(j) = &mut self.streams[i].joiner {
+                j.flush_if_idle(now, &mut self.joined);
+                self.drain_joined(i, |_| t, out, &mut end);
+            }
         }
         end
     }
 
-    /// Flushes everything held: the multiline event and, with `partial`, a last line without
-    /// a newline (rotated away, deleted, EOF in backfill). Shutdown flushes only the joiner.
+    /// Flushes everything held: multiline events and, with `partial`, a last line without
+    /// a newline and lines still being joined from pieces (rotated away, deleted, EOF in
+    /// backfill). Shutdown flushes only the joiners.
     pub fn flush_all(
         &mut self,
         partial: bool,
@@ -124,34 +325,56 @@ impl FileReader {
         out: &mut Vec<Event>,
     ) -> Option<u64> {
         let mut end = None;
-        if partial && let Some(line) = self.splitter.finish() {
-            self.take_line(line, now, ts, out, &mut end);
+        if partial {
+            if let Some(line) = self.splitter.finish() {
+                self.take_raw(line, now, ts, out, &mut end);
+            }
+            let read_end = self.splitter.read_offset();
+            for i in 0..self.streams.len() {
+                if let Some(p) = self.streams[i].partial.take() {
+                    let line = LineIn {
+                        text: p.buf.freeze(),
+                        offset: p.offset,
+                        end: read_end,
+                        truncated: p.truncated,
+                    };
+                    self.take_line(i, line, now, p.time, out, &mut end);
+                }
+            }
         }
-        if let Some(j) = &mut self.joiner {
-            j.flush_into(&mut self.joined);
-            self.drain_joined(ts, out, &mut end);
+        for i in 0..self.streams.len() {
+            let t = self.stream_time(i, ts);
+            if let Some(j) = &mut self.streams[i].joiner {
+                j.flush_into(&mut self.joined);
+                self.drain_joined(i, |_| t, out, &mut end);
+            }
         }
         end
     }
 
-    /// When the pending multiline event would time out.
+    /// When the earliest pending multiline event would time out.
     pub fn deadline(&self) -> Option<Instant> {
-        self.joiner.as_ref().and_then(Joiner::deadline)
+        self.streams
+            .iter()
+            .filter_map(|s| s.joiner.as_ref().and_then(Joiner::deadline))
+            .min()
     }
 
-    /// Attaches one acknowledgement token, ending at `end`, to `events`.
+    /// Attaches one acknowledgement token to `events`, ending at `end` or at the first byte
+    /// of a line still held, whichever comes first.
     pub fn seal(&self, events: &mut [Event], end: u64) {
         if events.is_empty() {
             return;
         }
+        let end = self.held_floor().map_or(end, |f| f.min(end));
         let token = self.acker.issue(end);
         for e in events.iter_mut() {
             e.finalizer = Finalizer::new(token.clone());
         }
     }
 
-    /// Forgets buffered bytes and restarts at `offset` (copytruncate). A pending multiline
-    /// event is flushed first into `out` (its lines were read before the truncation).
+    /// Forgets buffered bytes and restarts at `offset` (copytruncate). Pending multiline
+    /// events and partial joins are flushed first into `out` (read before the truncation).
     pub fn reset(
         &mut self,
         offset: u64,
@@ -159,8 +382,134 @@ impl FileReader {
         ts: i64,
         out: &mut Vec<Event>,
     ) -> Option<u64> {
-        let end = self.flush_all(false, now, ts, out);
+        let mut end = None;
+        for i in 0..self.streams.len() {
+            if let Some(p) = self.streams[i].partial.take() {
+                let line = LineIn {
+                    text: p.buf.freeze(),
+                    offset: p.offset,
+                    end: self.splitter.read_offset(),
+                    truncated: p.truncated,
+                };
+                self.take_line(i, line, now, p.time, out, &mut end);
+            }
+        }
+        if let Some(e) = self.flush_all(false, now, ts, out) {
+            end = Some(e);
+        }
         self.splitter.reset(offset);
         end
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader(format: Format, max_line: usize) -> FileReader {
+        let source = Arc::new(Source {
+            input_id: Arc::from("t"),
+            ..Source::default()
+        });
+        FileReader::with_format(source, 0, max_line, format, || None)
+    }
+
+    fn feed(r: &mut FileReader, data: &str) -> (Vec<Event>, Option<u64>) {
+        r.splitter.feed(data.as_bytes());
+        let mut out = Vec::new();
+        let end = r.drain_lines(Instant::now(), 0, &mut out);
+        (out, end)
+    }
+
+    #[test]
+    fn cri_partials_join_per_stream_and_hold_the_ack() {
+        let mut r = reader(Format::Cri, 1 << 20);
+        let p1 = "2024-01-02T03:04:05Z stdout P hel\n";
+        let e1 = "2024-01-02T03:04:06Z stderr F err line\n";
+        let (out, end) = feed(&mut r, &format!("{p1}{e1}"));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].message_str(), "err line");
+        assert_eq!(out[0].source.stream, Some("stderr"));
+        // The stderr event ends after the held stdout piece: the token stops at the piece.
+        let mut out = out;
+        r.seal(&mut out, end.unwrap());
+        for e in out.iter_mut() {
+            e.finalizer.resolve();
+        }
+        assert_eq!(r.acker.committed(), 0);
+        let (out, end) = feed(&mut r, "2024-01-02T03:04:07Z stdout F lo\n");
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].message_str(), "hello");
+        assert_eq!(out[0].source.stream, Some("stdout"));
+        assert_eq!(out[0].offset, 0);
+        assert_eq!(out[0].timestamp, 1_704_164_645_000_000_000);
+        let mut out = out;
+        let end = end.unwrap();
+        r.seal(&mut out, end);
+        for e in out.iter_mut() {
+            e.finalizer.resolve();
+        }
+        assert_eq!(r.acker.committed(), end);
+    }
+
+    #[test]
+    fn docker_pieces_join_up_to_the_cap() {
+        let mut r = reader(Format::DockerJson, 8);
+        let t = "2024-01-02T03:04:05.1Z";
+        let data = format!(
+            "{{\"log\":\"abcde\",\"stream\":\"stdout\",\"time\":\"{t}\"}}\n\
+             {{\"log\":\"fghij\",\"stream\":\"stdout\",\"time\":\"{t}\"}}\n\
+             {{\"log\":\"kl\\n\",\"stream\":\"stdout\",\"time\":\"{t}\"}}\n\
+             {{\"log\":\"ok\\n\",\"stream\":\"stdout\",\"time\":\"{t}\"}}\n"
+        );
+        let (out, _) = feed(&mut r, &data);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].message_str(), "abcdefgh");
+        assert!(out[0].flags & FLAG_TRUNCATED != 0);
+        assert_eq!(out[1].message_str(), "ok");
+        assert_eq!(out[1].flags, 0);
+    }
+
+    #[test]
+    fn bad_lines_are_skipped_and_a_last_piece_is_flushed() {
+        let mut r = reader(Format::Cri, 1 << 20);
+        let (out, _) = feed(
+            &mut r,
+            "garbage\n2024-01-02T03:04:05Z stdout F one\n2024-01-02T03:04:05Z stdout P tail\n",
+        );
+        assert_eq!(out.len(), 1);
+        let mut out = Vec::new();
+        r.flush_all(true, Instant::now(), 0, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].message_str(), "tail");
+    }
+
+    #[test]
+    fn multiline_applies_after_the_partial_join() {
+        let m: crate::processors::multiline::MultilineConfig =
+            serde_yaml_ng::from_str("pattern: '^\\S'\nnegate: true\nmatch: after\n").unwrap();
+        let source = Arc::new(Source {
+            input_id: Arc::from("t"),
+            ..Source::default()
+        });
+        let mut r =
+            FileReader::with_format(source, 0, 1 << 20, Format::Cri, || m.joiner(1 << 20).ok());
+        let (out, _) = feed(
+            &mut r,
+            "2024-01-02T03:04:05Z stdout F Exception\n\
+             2024-01-02T03:04:05Z stdout P   at\n\
+             2024-01-02T03:04:05Z stderr F other stream\n\
+             2024-01-02T03:04:05Z stdout F  a.b\n\
+             2024-01-02T03:04:06Z stdout F next\n",
+        );
+        let msgs: Vec<&str> = out.iter().map(Event::message_str).collect();
+        assert_eq!(msgs, vec!["Exception\n  at a.b"]);
+        assert!(out[0].flags & FLAG_MULTILINE != 0);
+        let mut out = Vec::new();
+        r.flush_all(false, Instant::now(), 0, &mut out);
+        let msgs: Vec<&str> = out.iter().map(Event::message_str).collect();
+        // Streams flush in stream order (stdout first): order is kept per stream only.
+        assert_eq!(msgs, vec!["next", "other stream"]);
+        assert_eq!(out[0].timestamp, 1_704_164_646_000_000_000);
     }
 }
