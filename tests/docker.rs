@@ -398,9 +398,21 @@ fn daemon_restart_mid_run_loses_nothing() {
         }
     }
     assert!(expected.iter().any(|(n, _, _)| n == &after));
-    wait_until(Duration::from_secs(60), "every logged line", || {
-        events(&sb).len() >= expected.len()
-    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while events(&sb).len() < expected.len() {
+        if std::time::Instant::now() > deadline {
+            let ev = events(&sb);
+            panic!(
+                "every logged line: got {} of {} ({} steady, {} after); agent stderr tail:\n{}",
+                ev.len(),
+                expected.len(),
+                of_container(&ev, &steady).len(),
+                of_container(&ev, &after).len(),
+                agent.stderr().lines().rev().take(40).collect::<Vec<_>>().join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(agent.stop().success());
     let ev = events(&sb);
     for name in [&steady, &after] {
