@@ -207,13 +207,29 @@ impl Positions {
         };
         let now = now_secs();
         let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX);
+        // Cheap pass first: refresh offsets and fingerprint the content (order-independent,
+        // no allocation); build and write the file only when it changed. `updated` changes
+        // on every touch and is left out, so idle agents do not rewrite the file.
         let mut list = Vec::new();
+        let mut key = 0u64;
         if let Ok(mut entries) = self.entries.lock() {
+            use std::hash::{Hash, Hasher};
             entries.retain(|_, e| e.live.is_some() || now.saturating_sub(e.updated) <= ttl);
             for ((input, fp), e) in entries.iter_mut() {
                 if let Some(a) = &e.live {
                     e.offset = a.committed();
                 }
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                (input, fp, e.offset, &e.path).hash(&mut h);
+                key = key.wrapping_add(h.finish());
+            }
+            key ^= entries.len() as u64;
+            if let Ok(last) = self.last_written.lock()
+                && last.as_deref() == Some(key.to_le_bytes().as_slice())
+            {
+                return Ok(());
+            }
+            for ((input, fp), e) in entries.iter() {
                 list.push(EntryFormat {
                     input: input.clone(),
                     fingerprint: fp.clone(),
@@ -224,18 +240,7 @@ impl Positions {
             }
         }
         list.sort_by(|a, b| (&a.input, &a.fingerprint).cmp(&(&b.input, &b.fingerprint)));
-        // `updated` changes every touch; compare without it to skip idle rewrites.
-        let key: Vec<u8> = list
-            .iter()
-            .flat_map(|e| {
-                format!("{}\0{}\0{}\0{}\n", e.input, e.fingerprint, e.offset, e.path).into_bytes()
-            })
-            .collect();
-        if let Ok(last) = self.last_written.lock()
-            && last.as_deref() == Some(key.as_slice())
-        {
-            return Ok(());
-        }
+        let key = key.to_le_bytes().to_vec();
         let data = serde_json::to_vec_pretty(&FileFormat {
             version: VERSION,
             entries: list,

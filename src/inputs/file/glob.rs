@@ -113,8 +113,10 @@ impl Globs {
         for (root, depth) in &self.roots {
             self.walk_dir(root, *depth, &mut out);
         }
-        out.sort();
-        out.dedup();
+        if self.roots.len() > 1 {
+            out.sort_unstable_by(|a, b| a.as_os_str().cmp(b.as_os_str()));
+            out.dedup();
+        }
         out
     }
 

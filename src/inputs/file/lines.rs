@@ -186,6 +186,15 @@ impl LineSplitter {
         })
     }
 
+    /// Releases spare buffer capacity (a caught-up file keeps at most its partial line).
+    pub fn shrink(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        } else if self.buf.capacity() > 2 * self.buf.len() + 4096 {
+            self.buf = BytesMut::from(&self.buf[..]);
+        }
+    }
+
     /// Forgets everything buffered and restarts at `offset` (truncation).
     pub fn reset(&mut self, offset: u64) {
         self.buf.clear();

@@ -75,7 +75,9 @@ pub struct FileInputConfig {
 }
 
 fn default_scan() -> Dur {
-    Dur::secs(1)
+    // Filebeat's default. Changes wake the reader at once through inotify; the poll is the
+    // safety net (network filesystems, dropped events) and costs a stat per file.
+    Dur::secs(10)
 }
 fn default_close_inactive() -> Dur {
     Dur::secs(300)
@@ -165,6 +167,9 @@ fn rekey(positions: &Positions, input: &str, t: &mut Tracked, key: Arc<str>) {
         t.reader.acker.clone(),
     );
 }
+
+/// Scans between two `touch`es of a followed file's position entry.
+const TOUCH_EVERY_SCANS: u64 = 60;
 
 /// Byte budget of one file in one round of reads.
 const ROUND_BUDGET: usize = 128 * 1024;
@@ -399,7 +404,7 @@ impl Follower {
                 }
                 let wait = until
                     .saturating_duration_since(Instant::now())
-                    .min(Duration::from_millis(250));
+                    .min(Duration::from_secs(1));
                 match self.wake_rx.recv_timeout(wait) {
                     Ok(p) => {
                         if let Some(k) = self.by_path.get(&p) {
@@ -420,7 +425,20 @@ impl Follower {
     fn make_watcher(&mut self) -> Option<notify::RecommendedWatcher> {
         let tx = self.wake_tx.clone();
         let w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            // Only changes wake the reader: our own reads raise access/open/close events,
+            // which would otherwise wake it in a loop.
+            use notify::EventKind;
+            use notify::event::ModifyKind;
             if let Ok(ev) = res {
+                let wanted = match ev.kind {
+                    EventKind::Create(_) | EventKind::Remove(_) => true,
+                    EventKind::Modify(ModifyKind::Metadata(_)) => false,
+                    EventKind::Modify(_) => true,
+                    _ => false,
+                };
+                if !wanted {
+                    return;
+                }
                 for p in ev.paths {
                     // A full channel only means the reader is busy: the scan covers it.
                     let _ = tx.try_send(p);
@@ -479,7 +497,8 @@ impl Follower {
             let k = (meta.dev(), meta.ino());
             if let Some(t) = self.files.get_mut(&k) {
                 t.seen_scan = scan_no;
-                if t.path != path {
+                let renamed = t.path != path;
+                if renamed {
                     // A rename within the globs: same file, new path.
                     self.by_path.remove(&t.path);
                     t.path = path.clone();
@@ -492,8 +511,11 @@ impl Follower {
                 }
                 t.size = meta.len();
                 t.mtime = mtime;
-                self.positions
-                    .touch(&self.id, &t.key, &t.path.to_string_lossy());
+                // Keeps the entry from being pruned; the TTL is hours, a minute is plenty.
+                if renamed || scan_no % TOUCH_EVERY_SCANS == 0 {
+                    self.positions
+                        .touch(&self.id, &t.key, &t.path.to_string_lossy());
+                }
                 continue;
             }
             self.discover(&path, &meta, first, &mut seen_waiting);
@@ -851,6 +873,9 @@ impl Follower {
                         continue;
                     }
                     t.active = false;
+                    // Caught up: give the read buffer back (10,000 idle files must not
+                    // hold 64 KiB each).
+                    t.reader.splitter.shrink();
                     break;
                 }
                 Ok(n) => {
@@ -917,7 +942,7 @@ impl Follower {
             self.release(k, now, ts)?;
         }
         self.files_open.set(self.open as f64);
-        if self.last_status.elapsed() >= Duration::from_secs(2) {
+        if self.last_status.elapsed() >= Duration::from_secs(5) {
             self.update_status(true);
         }
         Ok(())
