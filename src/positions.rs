@@ -51,6 +51,8 @@ pub struct Positions {
     entries: Mutex<HashMap<(String, String), Entry>>,
     last_written: Mutex<Option<Vec<u8>>>,
     ttl: Duration,
+    /// Bumped whenever an entry is added, removed or changes path.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 fn now_secs() -> i64 {
@@ -65,6 +67,7 @@ impl Positions {
             entries: Mutex::new(HashMap::new()),
             last_written: Mutex::new(None),
             ttl: Duration::from_secs(u64::MAX / 4),
+            generation: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -135,6 +138,7 @@ impl Positions {
                 entries: Mutex::new(entries),
                 last_written: Mutex::new(None),
                 ttl,
+                generation: std::sync::atomic::AtomicU64::new(0),
             }),
             warning,
         )
@@ -164,6 +168,7 @@ impl Positions {
             e.updated = now_secs();
             e.live = Some(acker);
         }
+        self.bump();
     }
 
     /// Records that a followed file is still there (keeps it from being pruned).
@@ -174,6 +179,7 @@ impl Positions {
             e.updated = now_secs();
             if e.path != path {
                 e.path = path.to_owned();
+                self.bump();
             }
         }
     }
@@ -187,6 +193,12 @@ impl Positions {
             e.offset = a.committed();
             e.updated = now_secs();
         }
+        self.bump();
+    }
+
+    fn bump(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Whether every file of `input` being followed has all its batches acknowledged.
@@ -214,15 +226,26 @@ impl Positions {
         let mut key = 0u64;
         if let Ok(mut entries) = self.entries.lock() {
             use std::hash::{Hash, Hasher};
+            let before = entries.len();
             entries.retain(|_, e| e.live.is_some() || now.saturating_sub(e.updated) <= ttl);
-            for ((input, fp), e) in entries.iter_mut() {
+            if entries.len() != before {
+                self.bump();
+            }
+            for e in entries.values_mut() {
                 if let Some(a) = &e.live {
                     e.offset = a.committed();
                 }
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                (input, fp, e.offset, &e.path).hash(&mut h);
-                key = key.wrapping_add(h.finish());
+                // Offsets move; keys and paths change only through track/untrack/touch,
+                // which bump `generation`.
+                key = key.wrapping_add(
+                    e.offset.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ e.path.len() as u64,
+                );
             }
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            self.generation
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .hash(&mut h);
+            key ^= h.finish();
             key ^= entries.len() as u64;
             if let Ok(last) = self.last_written.lock()
                 && last.as_deref() == Some(key.to_le_bytes().as_slice())

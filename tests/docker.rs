@@ -408,7 +408,13 @@ fn daemon_restart_mid_run_loses_nothing() {
                 expected.len(),
                 of_container(&ev, &steady).len(),
                 of_container(&ev, &after).len(),
-                agent.stderr().lines().rev().take(40).collect::<Vec<_>>().join("\n")
+                agent
+                    .stderr()
+                    .lines()
+                    .rev()
+                    .take(40)
+                    .collect::<Vec<_>>()
+                    .join("\n")
             );
         }
         std::thread::sleep(Duration::from_millis(100));

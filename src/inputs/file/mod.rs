@@ -942,7 +942,7 @@ impl Follower {
             self.release(k, now, ts)?;
         }
         self.files_open.set(self.open as f64);
-        if self.last_status.elapsed() >= Duration::from_secs(5) {
+        if self.last_status.elapsed() >= Duration::from_secs(10) {
             self.update_status(true);
         }
         Ok(())
