@@ -20,6 +20,10 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+/// Counts batch completions process-wide: a positions flush that sees it unchanged knows no
+/// offset moved and skips walking every file.
+pub static ACK_EPOCH: AtomicU64 = AtomicU64::new(0);
+
 /// Folds out-of-order batch completions into a contiguous committed offset.
 #[derive(Debug)]
 pub struct OrderedAcker {
@@ -70,6 +74,7 @@ impl OrderedAcker {
     }
 
     fn complete(&self, seq: u64, end: u64, ok: bool) {
+        ACK_EPOCH.fetch_add(1, Ordering::Relaxed);
         let Ok(mut st) = self.state.lock() else {
             return;
         };

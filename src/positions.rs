@@ -53,6 +53,8 @@ pub struct Positions {
     ttl: Duration,
     /// Bumped whenever an entry is added, removed or changes path.
     generation: std::sync::atomic::AtomicU64,
+    /// (ack epoch, generation) at the last flush that found nothing to write or wrote.
+    last_epoch: Mutex<Option<((u64, u64), std::time::Instant)>>,
 }
 
 fn now_secs() -> i64 {
@@ -68,6 +70,7 @@ impl Positions {
             last_written: Mutex::new(None),
             ttl: Duration::from_secs(u64::MAX / 4),
             generation: std::sync::atomic::AtomicU64::new(0),
+            last_epoch: Mutex::new(None),
         })
     }
 
@@ -139,6 +142,7 @@ impl Positions {
                 last_written: Mutex::new(None),
                 ttl,
                 generation: std::sync::atomic::AtomicU64::new(0),
+                last_epoch: Mutex::new(None),
             }),
             warning,
         )
@@ -222,6 +226,19 @@ impl Positions {
         // Cheap pass first: refresh offsets and fingerprint the content (order-independent,
         // no allocation); build and write the file only when it changed. `updated` changes
         // on every touch and is left out, so idle agents do not rewrite the file.
+        // Nothing acknowledged, tracked or moved since the last flush: nothing to do.
+        let epoch = (
+            crate::ack::ACK_EPOCH.load(std::sync::atomic::Ordering::Relaxed),
+            self.generation.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        if let Ok(last) = self.last_epoch.lock()
+            && let Some((e, at)) = *last
+            && e == epoch
+            && at.elapsed() < Duration::from_secs(60)
+        {
+            // (Once a minute the full pass runs anyway, to prune entries past their TTL.)
+            return Ok(());
+        }
         let mut list = Vec::new();
         let mut key = 0u64;
         if let Ok(mut entries) = self.entries.lock() {
@@ -250,6 +267,9 @@ impl Positions {
             if let Ok(last) = self.last_written.lock()
                 && last.as_deref() == Some(key.to_le_bytes().as_slice())
             {
+                if let Ok(mut le) = self.last_epoch.lock() {
+                    *le = Some((epoch, std::time::Instant::now()));
+                }
                 return Ok(());
             }
             for ((input, fp), e) in entries.iter() {
@@ -272,6 +292,9 @@ impl Positions {
         util::write_atomic(path, &data)?;
         if let Ok(mut last) = self.last_written.lock() {
             *last = Some(key);
+        }
+        if let Ok(mut le) = self.last_epoch.lock() {
+            *le = Some((epoch, std::time::Instant::now()));
         }
         Ok(())
     }

@@ -404,7 +404,7 @@ impl Follower {
                 }
                 let wait = until
                     .saturating_duration_since(Instant::now())
-                    .min(Duration::from_secs(1));
+                    .min(Duration::from_secs(2));
                 match self.wake_rx.recv_timeout(wait) {
                     Ok(p) => {
                         if let Some(k) = self.by_path.get(&p) {
@@ -512,7 +512,7 @@ impl Follower {
                 t.size = meta.len();
                 t.mtime = mtime;
                 // Keeps the entry from being pruned; the TTL is hours, a minute is plenty.
-                if renamed || scan_no % TOUCH_EVERY_SCANS == 0 {
+                if renamed || scan_no.is_multiple_of(TOUCH_EVERY_SCANS) {
                     self.positions
                         .touch(&self.id, &t.key, &t.path.to_string_lossy());
                 }
