@@ -43,6 +43,9 @@ struct Engine {
     ready_sent: bool,
     /// Unix seconds of the last event seen (the `since` of the next subscription).
     since: Option<i64>,
+    /// When this input started: a container started since is read from its start even
+    /// under `start_at: end`.
+    started: chrono::DateTime<chrono::Utc>,
 }
 
 /// Starts the engine task.
@@ -63,6 +66,7 @@ pub fn spawn(
         warned_driver: HashSet::new(),
         ready_sent: false,
         since: None,
+        started: chrono::Utc::now(),
     };
     std::thread::Builder::new()
         .name(format!("docker-{input}"))
@@ -300,6 +304,13 @@ impl Engine {
         }
         let mut meta = Map::new();
         meta.insert("container".into(), Value::Object(container));
+        // Docker reports `StartedAt` in RFC 3339 with nanoseconds; unknown → not fresh.
+        let fresh = c
+            .state
+            .as_ref()
+            .and_then(|s| s.started_at.as_deref())
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .is_some_and(|t| t >= self.started);
         tracing::debug!(input = %self.input, container = %id, path = %path.display(), "following container log");
         self.known.insert(
             id,
@@ -307,6 +318,6 @@ impl Engine {
                 path: Some(path.clone()),
             },
         );
-        let _ = self.tx.send(PathChange::Add(path, meta));
+        let _ = self.tx.send(PathChange::Add { path, meta, fresh });
     }
 }

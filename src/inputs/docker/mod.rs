@@ -225,6 +225,7 @@ impl InputSpec for DockerInputConfig {
             set: FileSet::Dynamic {
                 rx,
                 paths: std::collections::HashMap::new(),
+                fresh: std::collections::HashSet::new(),
                 ready: false,
             },
             format: Format::DockerJson,

@@ -202,7 +202,13 @@ pub type MetaFn = Arc<dyn Fn(&Path) -> Option<Map<String, Value>> + Send + Sync>
 #[derive(Debug)]
 pub enum PathChange {
     /// Follow this file; its events carry `meta` (nested objects, merged at the root).
-    Add(PathBuf, Map<String, Value>),
+    /// `fresh`: its writer started after this agent did, so it is read from its start even
+    /// under `start_at: end` (the engine may be listed a moment after the agent started).
+    Add {
+        path: PathBuf,
+        meta: Map<String, Value>,
+        fresh: bool,
+    },
     /// Stop looking for this path (a file already followed is read to its end).
     Remove(PathBuf),
     /// The initial set is complete: the first scan (which applies `start_at: end` to the
@@ -218,6 +224,8 @@ pub enum FileSet {
     Dynamic {
         rx: Receiver<PathChange>,
         paths: HashMap<PathBuf, Arc<Map<String, Value>>>,
+        /// Paths whose writer started after the agent: never skipped by `start_at: end`.
+        fresh: HashSet<PathBuf>,
         /// The initial set has been received.
         ready: bool,
     },
@@ -340,17 +348,33 @@ impl Follower {
 
     /// Applies the changes another task sent to a dynamic file set; returns whether any.
     fn apply_changes(&mut self) -> bool {
-        let FileSet::Dynamic { rx, paths, ready } = &mut self.set else {
+        let FileSet::Dynamic {
+            rx,
+            paths,
+            fresh,
+            ready,
+        } = &mut self.set
+        else {
             return false;
         };
         let mut changed = false;
         while let Ok(c) = rx.try_recv() {
             changed = true;
             match c {
-                PathChange::Add(p, meta) => {
-                    paths.insert(p, Arc::new(meta));
+                PathChange::Add {
+                    path,
+                    meta,
+                    fresh: is_fresh,
+                } => {
+                    if is_fresh {
+                        fresh.insert(path.clone());
+                    } else {
+                        fresh.remove(&path);
+                    }
+                    paths.insert(path, Arc::new(meta));
                 }
                 PathChange::Remove(p) => {
+                    fresh.remove(&p);
                     paths.remove(&p);
                 }
                 PathChange::Ready => *ready = true,
@@ -597,6 +621,9 @@ impl Follower {
         seen_waiting: &mut HashSet<(u64, u64)>,
     ) {
         let k = (meta.dev(), meta.ino());
+        // `start_at: end` skips only what was written before the agent started.
+        let first =
+            first && !matches!(&self.set, FileSet::Dynamic { fresh, .. } if fresh.contains(path));
         let file_meta: Option<Arc<Map<String, Value>>> = match (&self.set, &self.meta_fn) {
             (FileSet::Dynamic { paths, .. }, _) => match paths.get(path) {
                 Some(m) => Some(m.clone()),
