@@ -9,13 +9,11 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::util::{Sandbox, append_lines, line, wait_until};
+use crate::util::{Appender, Rng, Sandbox, app_config, append_lines, line, wait_until};
 
 /// Reads an NDJSON output that a killed agent may have left with a torn line: the next run
 /// appends after the torn bytes, so a line can be `<torn part>{"@timestamp"...}`. The torn part
@@ -56,79 +54,30 @@ fn counts(events: &[Value]) -> HashMap<String, usize> {
     m
 }
 
-/// xorshift64*: a small seeded generator, so a failing run can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 fn kill_config(fsync: &str) -> String {
-    format!(
-        r#"
-data_dir: {{dir}}/data
-api: {{ enabled: false }}
-positions: {{ flush_interval: 200ms }}
-inputs:
-  - id: app
-    type: file
-    paths: ["{{dir}}/logs/*.log"]
-    start_at: beginning
-    scan_interval: 100ms
-outputs:
-  - id: out
+    app_config(
+        "positions: { flush_interval: 200ms }",
+        "",
+        &format!(
+            r#"  - id: out
     type: file
     path: "{{dir}}/out.ndjson"
     batch: {{ max_events: 300, timeout: 50ms }}
-    buffer: {{ type: disk, max_bytes: 8MiB, segment_bytes: 128KiB, fsync: {fsync} }}
-"#
+    buffer: {{ type: disk, max_bytes: 8MiB, segment_bytes: 128KiB, fsync: {fsync} }}"#
+        ),
     )
 }
 
 #[test]
 fn kill_9_at_random_moments_loses_nothing() {
-    let seed = std::env::var("DISK_KILL_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-                | 1
-        });
-    eprintln!(
-        "disk buffer kill -9 loop: seed {seed} (DISK_KILL_SEED={seed} replays the kill moments)"
-    );
-    let mut rng = Rng(seed);
+    let mut rng = Rng::from_env("DISK_KILL_SEED");
     let sb = Sandbox::new();
     std::fs::create_dir_all(sb.join("logs")).unwrap();
     let log = sb.join("logs/app.log");
     let out = sb.join("out.ndjson");
 
     // The writer appends numbered lines the whole time the agent is being killed.
-    let stop = Arc::new(AtomicBool::new(false));
-    let written = Arc::new(AtomicUsize::new(0));
-    let writer = {
-        let (stop, written, log) = (stop.clone(), written.clone(), log.clone());
-        std::thread::spawn(move || {
-            let mut i = 0;
-            while !stop.load(Ordering::SeqCst) && i < 200_000 {
-                append_lines(&log, (i..i + 40).map(|n| line("k9", n)));
-                i += 40;
-                written.store(i, Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(15));
-            }
-        })
-    };
+    let writer = Appender::start(&log, "k9", 40, Duration::from_millis(15), 200_000);
 
     let policies = ["always", "interval", "never"];
     let kills = 12;
@@ -145,9 +94,7 @@ fn kill_9_at_random_moments_loses_nothing() {
         );
         agent.kill9();
     }
-    stop.store(true, Ordering::SeqCst);
-    writer.join().unwrap();
-    let total = written.load(Ordering::SeqCst);
+    let total = writer.stop();
 
     sb.config(&kill_config("always"));
     let mut agent = sb.start();
@@ -179,9 +126,10 @@ fn kill_9_at_random_moments_loses_nothing() {
         })
         .sum::<usize>();
     eprintln!(
-        "disk buffer kill -9 x{kills} (seed {seed}): {total} lines, 0 lost, {dups} duplicates, \
+        "disk buffer kill -9 x{kills} (seed {}): {total} lines, 0 lost, {dups} duplicates, \
          {torn} torn output lines, {cut_tails} torn buffer tails cut on recovery, at most \
-         {max_copies} copies of a line"
+         {max_copies} copies of a line",
+        rng.seed()
     );
     let segments = std::fs::read_dir(sb.join("data/buffers/out"))
         .unwrap()

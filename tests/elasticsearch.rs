@@ -4,11 +4,13 @@
 //! compares the multiset of messages in the fake index with what was written: nothing lost,
 //! and — where ids are idempotent or no failure can cause a redelivery — nothing twice.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::es_server::{FakeEs, Faults, Flavor};
-use crate::util::{Sandbox, append_lines, free_port, line, read_ndjson, wait_until};
+use crate::util::{
+    Appender, Rng, Sandbox, app_config, append_lines, counts, free_port, line, read_ndjson,
+    wait_until, write_lines,
+};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -19,39 +21,13 @@ fn config(sb: &Sandbox, out: &str) {
     } else {
         "    batch: { max_events: 200, timeout: 50ms }\n"
     };
-    sb.config(&format!(
-        r#"
-data_dir: {{dir}}/data
-api: {{ enabled: false }}
-inputs:
-  - id: app
-    type: file
-    paths: ["{{dir}}/logs/*.log"]
-    start_at: beginning
-    scan_interval: 100ms
-    fields: {{ service: api }}
-outputs:
-  - id: es
-    type: elasticsearch
-    retry: {{ initial: 20ms, max: 300ms }}
-{batch}{out}"#
+    sb.config(&app_config(
+        "",
+        "    fields: { service: api }",
+        &format!(
+            "  - id: es\n    type: elasticsearch\n    retry: {{ initial: 20ms, max: 300ms }}\n{batch}{out}"
+        ),
     ));
-}
-
-fn write_lines(sb: &Sandbox, file: &str, tag: &str, n: usize) -> Vec<String> {
-    let path = sb.join(&format!("logs/{file}"));
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let lines: Vec<String> = (0..n).map(|i| line(tag, i)).collect();
-    append_lines(&path, lines.clone());
-    lines
-}
-
-fn counts(lines: &[String]) -> HashMap<String, usize> {
-    let mut m = HashMap::new();
-    for l in lines {
-        *m.entry(l.clone()).or_default() += 1;
-    }
-    m
 }
 
 fn wait_docs(es: &FakeEs, n: usize) {
@@ -394,60 +370,60 @@ fn backlog_while_the_output_is_down_keeps_memory_bounded() {
     assert!(agent.stop().success());
 }
 
+/// Twelve `kill -9`s at random moments (replay with `ES_KILL_SEED`) while a writer keeps
+/// appending, with a disk buffer in front of the output: every line reaches the index, and
+/// with `idempotent: true` each exactly once — a redelivery after a kill (a line shipped but
+/// not yet acknowledged in the buffer or the positions) is a harmless 409 on `create`.
 #[test]
 fn kill9_loops_with_idempotent_ids_leave_zero_duplicates() {
     let es = FakeEs::start(Flavor::Es8);
     let sb = Sandbox::new();
-    // Positions are flushed at start and then every 5 s, so a kill within 5 s of a start
-    // always leaves delivered lines behind the saved position: they are sent again.
-    sb.config(&format!(
-        r#"
-data_dir: {{dir}}/data
-api: {{ enabled: false }}
-positions: {{ flush_interval: 5s }}
-inputs:
-  - id: app
-    type: file
-    paths: ["{{dir}}/logs/*.log"]
-    start_at: beginning
-    scan_interval: 100ms
-outputs:
-  - id: es
+    // Positions are flushed every 5 s, so most kills leave delivered lines behind the saved
+    // position: they are read, buffered and sent again.
+    sb.config(&app_config(
+        "positions: { flush_interval: 5s }",
+        "",
+        &format!(
+            r#"  - id: es
     type: elasticsearch
     hosts: ["{}"]
     index: logs
     idempotent: true
     batch: {{ max_events: 100, timeout: 20ms }}
     retry: {{ initial: 20ms, max: 300ms }}
-"#,
-        es.url()
+    buffer: {{ type: disk, max_bytes: 16MiB, segment_bytes: 256KiB, fsync: interval }}"#,
+            es.url()
+        ),
     ));
-    let mut written: Vec<String> = Vec::new();
-    for round in 0..5 {
-        std::fs::create_dir_all(sb.join("logs")).unwrap();
-        let batch: Vec<String> = (0..2000).map(|i| line(&format!("r{round}"), i)).collect();
-        append_lines(&sb.join("logs/a.log"), batch.clone());
-        written.extend(batch);
-        let before = es.doc_count();
+    let log = sb.join("logs/a.log");
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    let writer = Appender::start(&log, "k9", 50, Duration::from_millis(10), 100_000);
+    let mut rng = Rng::from_env("ES_KILL_SEED");
+    for _ in 0..12 {
         let mut agent = sb.start();
-        wait_until(LIMIT, "some documents of this round", || {
-            es.doc_count() > before
-        });
+        // During start-up and recovery, or well into shipping.
+        std::thread::sleep(Duration::from_millis(20 + rng.below(1200)));
+        assert!(
+            agent.is_running(),
+            "agent exited early:\n{}",
+            agent.stderr()
+        );
         agent.kill9();
     }
+    let written: Vec<String> = (0..writer.stop()).map(|n| line("k9", n)).collect();
     let mut agent = sb.start();
     wait_docs(&es, written.len());
-    // Let any last redelivery land before counting.
-    wait_until(LIMIT, "a redelivery after a kill met a 409", || {
-        es.seen().conflicts > 0
-    });
+    assert!(agent.stop().success(), "{}", agent.stderr());
+    assert!(
+        es.seen().conflicts > 0,
+        "the kills caused redeliveries, answered with 409"
+    );
     assert_eq!(es.doc_count(), written.len());
     assert_eq!(
         es.message_counts(),
         counts(&written),
         "zero duplicates, nothing lost"
     );
-    assert!(agent.stop().success());
 }
 
 #[test]

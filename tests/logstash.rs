@@ -7,36 +7,25 @@
 use std::time::Duration;
 
 use crate::lumberjack_server::{Behaviour, Server};
-use crate::util::{Sandbox, append_lines, line, wait_until};
+use crate::util::{Sandbox, app_config, wait_until, write_lines};
 
 fn config(sb: &Sandbox, addr: &str, extra: &str) {
-    sb.config(&format!(
-        r#"
-data_dir: {{dir}}/data
-api: {{ enabled: false }}
-inputs:
-  - id: app
-    type: file
-    paths: ["{{dir}}/logs/*.log"]
-    start_at: beginning
-    scan_interval: 100ms
-outputs:
-  - id: ls
+    sb.config(&app_config(
+        "",
+        "",
+        &format!(
+            r#"  - id: ls
     type: logstash
     hosts: ["{addr}"]
     batch: {{ max_events: 700, timeout: 50ms }}
     retry: {{ initial: 10ms, max: 200ms }}
-{extra}
-"#
+{extra}"#
+        ),
     ));
 }
 
 fn write_logs(sb: &Sandbox, n: usize) -> Vec<String> {
-    let log = sb.join("logs/a.log");
-    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
-    let lines: Vec<String> = (0..n).map(|i| line("ls", i)).collect();
-    append_lines(&log, lines.clone());
-    lines
+    write_lines(sb, "a.log", "ls", n)
 }
 
 /// Polls `f` until it holds or `limit` passes; the caller reports what it saw on failure.
@@ -156,25 +145,18 @@ fn failover_to_the_second_host() {
     let server = Server::start(Behaviour::default());
     let dead = format!("127.0.0.1:{}", crate::util::free_port());
     let sb = Sandbox::new();
-    sb.config(&format!(
-        r#"
-data_dir: {{dir}}/data
-api: {{ enabled: false }}
-inputs:
-  - id: app
-    type: file
-    paths: ["{{dir}}/logs/*.log"]
-    start_at: beginning
-    scan_interval: 100ms
-outputs:
-  - id: ls
+    sb.config(&app_config(
+        "",
+        "",
+        &format!(
+            r#"  - id: ls
     type: logstash
     hosts: ["{dead}", "{}"]
     timeout: 2s
     batch: {{ timeout: 50ms }}
-    retry: {{ initial: 10ms, max: 100ms }}
-"#,
-        server.addr
+    retry: {{ initial: 10ms, max: 100ms }}"#,
+            server.addr
+        ),
     ));
     let lines = write_logs(&sb, 100);
     let mut agent = sb.start();

@@ -12,28 +12,17 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::util::{Sandbox, read_ndjson, wait_until};
+use crate::util::{Sandbox, app_config, read_ndjson, wait_until};
 
 /// file input → file output, with `{multiline}` spliced into the input.
 fn config(multiline: &str, processors: &str) -> String {
-    format!(
-        r#"
-data_dir: {{dir}}/data
-api: {{ enabled: false }}
-inputs:
-  - id: app
+    app_config(
+        "",
+        &format!("{multiline}\n{processors}"),
+        r#"  - id: out
     type: file
-    paths: ["{{dir}}/logs/*.log"]
-    start_at: beginning
-    scan_interval: 100ms
-{multiline}
-{processors}
-outputs:
-  - id: out
-    type: file
-    path: "{{dir}}/out.ndjson"
-    batch: {{ max_events: 500, timeout: 50ms }}
-"#
+    path: "{dir}/out.ndjson"
+    batch: { max_events: 500, timeout: 50ms }"#,
     )
 }
 

@@ -239,3 +239,128 @@ pub fn free_port() -> u16 {
         .expect("addr")
         .port()
 }
+
+/// The config most tests start from: state under the sandbox, no API, one file input `app`
+/// over `{dir}/logs/*.log` read from the beginning and scanned every 100 ms. `top` adds
+/// top-level keys (whole lines), `input` adds lines to the input, `outputs` is the list of
+/// outputs (items indented by two spaces). `{dir}` is left for [`Sandbox::config`].
+pub fn app_config(top: &str, input: &str, outputs: &str) -> String {
+    format!(
+        r#"
+data_dir: {{dir}}/data
+api: {{ enabled: false }}
+{top}
+inputs:
+  - id: app
+    type: file
+    paths: ["{{dir}}/logs/*.log"]
+    start_at: beginning
+    scan_interval: 100ms
+{input}
+outputs:
+{outputs}
+"#
+    )
+}
+
+/// Appends `n` numbered lines tagged `tag` to `{dir}/logs/<file>`; returns them.
+pub fn write_lines(sb: &Sandbox, file: &str, tag: &str, n: usize) -> Vec<String> {
+    let path = sb.join(&format!("logs/{file}"));
+    fs::create_dir_all(path.parent().expect("logs dir")).expect("create logs dir");
+    let lines: Vec<String> = (0..n).map(|i| line(tag, i)).collect();
+    append_lines(&path, lines.clone());
+    lines
+}
+
+/// Lines as a multiset.
+pub fn counts(lines: &[String]) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for l in lines {
+        *m.entry(l.clone()).or_default() += 1;
+    }
+    m
+}
+
+/// A small deterministic generator (xorshift) for randomised test moments, seeded from the
+/// environment variable `var` when set (to replay a failure) or from the clock; the seed is
+/// printed so a failing run can be replayed.
+pub struct Rng(u64, u64);
+
+impl Rng {
+    /// The seed it started from.
+    pub fn seed(&self) -> u64 {
+        self.1
+    }
+
+    pub fn from_env(var: &str) -> Rng {
+        let seed = std::env::var(var)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(1)
+                    | 1
+            });
+        eprintln!("random moments: seed {seed} ({var}={seed} replays them)");
+        Rng(seed, seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A thread appending numbered lines (`line(tag, n)`) to a file, `chunk` at a time with a
+/// pause between, until stopped or `max` lines are written.
+pub struct Appender {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    written: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Appender {
+    pub fn start(path: &Path, tag: &str, chunk: usize, pause: Duration, max: usize) -> Appender {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let written = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (s, w, path, tag) = (
+            stop.clone(),
+            written.clone(),
+            path.to_path_buf(),
+            tag.to_owned(),
+        );
+        let thread = std::thread::spawn(move || {
+            let mut i = 0;
+            while !s.load(Ordering::SeqCst) && i < max {
+                append_lines(&path, (i..i + chunk).map(|n| line(&tag, n)));
+                i += chunk;
+                w.store(i, Ordering::SeqCst);
+                std::thread::sleep(pause);
+            }
+        });
+        Appender {
+            stop,
+            written,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the writer; returns how many lines it wrote.
+    pub fn stop(mut self) -> usize {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().expect("appender thread");
+        }
+        self.written.load(Ordering::SeqCst)
+    }
+}
