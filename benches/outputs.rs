@@ -73,20 +73,17 @@ fn loki(c: &mut Criterion) {
     };
     let mut g = c.benchmark_group("loki_push");
     g.throughput(Throughput::Elements(ev.len() as u64));
-    let (mut raw, mut z) = (Vec::new(), Vec::new());
+    let mut s = encode::Scratch::default();
+    let mut raw = Vec::new();
     g.bench_function("prepare_protobuf_snappy", |b| {
         b.iter(|| {
             let p = shape.prepare(black_box(&ev));
-            encode::encode_snappy(&ev, &p, &mut raw, &mut z);
-            black_box(z.len())
+            black_box(encode::encode_snappy(&ev, &p, &mut s).len())
         })
     });
     let p = shape.prepare(&ev);
     g.bench_function("protobuf_snappy_only", |b| {
-        b.iter(|| {
-            encode::encode_snappy(black_box(&ev), &p, &mut raw, &mut z);
-            black_box(z.len())
-        })
+        b.iter(|| black_box(encode::encode_snappy(black_box(&ev), &p, &mut s).len()))
     });
     g.bench_function("prepare_json", |b| {
         b.iter(|| {

@@ -267,6 +267,7 @@ impl OutputSpec for LokiConfig {
             },
             max_streams: self.max_streams,
             streams: Mutex::new(HashMap::new()),
+            scratch: Mutex::new(Vec::new()),
             client,
         }))
     }
@@ -282,8 +283,13 @@ pub struct Loki {
     max_streams: usize,
     /// Streams written to, and when last.
     streams: Mutex<HashMap<String, Instant>>,
+    /// Encoding scratch, one per request in flight, reused.
+    scratch: Mutex<Vec<encode::Scratch>>,
     client: reqwest::Client,
 }
+
+/// A scratch that grew past this (a few huge batches) is dropped rather than kept.
+const SCRATCH_KEEP_BYTES: usize = 16 << 20;
 
 impl Loki {
     /// Applies `max_streams` to the batch's streams: known ones are refreshed, new ones are
@@ -346,10 +352,20 @@ impl Loki {
         } else {
             let (body, content_type) = match self.encoding {
                 Encoding::Protobuf => {
-                    let mut raw = Vec::with_capacity(events.len() * 300);
-                    let mut z = Vec::new();
-                    encode::encode_snappy(events, &p, &mut raw, &mut z);
-                    (z, "application/x-protobuf")
+                    let mut s = self
+                        .scratch
+                        .lock()
+                        .ok()
+                        .and_then(|mut pool| pool.pop())
+                        .unwrap_or_default();
+                    // The body is copied out: the request owns it, the scratch stays warm.
+                    let body = encode::encode_snappy(events, &p, &mut s).to_vec();
+                    if s.capacity() <= SCRATCH_KEEP_BYTES
+                        && let Ok(mut pool) = self.scratch.lock()
+                    {
+                        pool.push(s);
+                    }
+                    (body, "application/x-protobuf")
                 }
                 Encoding::Json => {
                     let mut b = Vec::with_capacity(events.len() * 300);
