@@ -1,10 +1,15 @@
-//! What an operator installs: example configs, the systemd unit, the Grafana dashboard, the
-//! Kubernetes manifests, `check --probe`.
+//! What an operator installs: example configs, the systemd unit, the Grafana dashboard,
+//! `check --probe`; the Kubernetes manifests (`manifests`), the Debian package (`deb`) and the
+//! container image (`image`) in their own modules.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::util::{Sandbox, append_lines, free_port, line, wait_until};
+
+mod deb;
+mod image;
+mod manifests;
 
 fn root() -> &'static str {
     env!("CARGO_MANIFEST_DIR")
@@ -34,18 +39,6 @@ fn every_example_config_passes_check() {
         checked += 1;
     }
     assert!(checked >= 6, "quickstart + the five deployment examples");
-}
-
-/// The DaemonSet's ConfigMap carries the same config as `examples/kubernetes-node.yaml`.
-#[test]
-fn the_configmap_holds_the_kubernetes_example() {
-    let cm =
-        std::fs::read_to_string(format!("{}/packaging/kubernetes/configmap.yaml", root())).unwrap();
-    let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&cm).unwrap();
-    let embedded = v["data"]["agent.yaml"].as_str().unwrap();
-    let example =
-        std::fs::read_to_string(format!("{}/examples/kubernetes-node.yaml", root())).unwrap();
-    assert_eq!(embedded.trim(), example.trim());
 }
 
 #[test]
