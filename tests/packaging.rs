@@ -41,6 +41,26 @@ fn every_example_config_passes_check() {
     assert!(checked >= 6, "quickstart + the five deployment examples");
 }
 
+/// The logferry configs of the Filebeat migration page (its YAML blocks that start with
+/// `# logferry`) pass `check`, so the keys it maps to exist.
+#[test]
+fn the_filebeat_migration_page_configs_pass_check() {
+    let page = std::fs::read_to_string(format!("{}/docs/migration-filebeat.md", root())).unwrap();
+    let sb = Sandbox::new();
+    let mut checked = 0;
+    for block in page.split("```yaml\n").skip(1) {
+        let (yaml, _) = block.split_once("```").unwrap();
+        if !yaml.starts_with("# logferry") {
+            continue;
+        }
+        let path = sb.write(&format!("migration-{checked}.yaml"), yaml);
+        let (st, out, err) = sb.run_cmd(&["check", "-c", path.to_str().unwrap()]);
+        assert!(st.success(), "{yaml}\n{out}{err}");
+        checked += 1;
+    }
+    assert!(checked >= 1, "no `# logferry` YAML block in the page");
+}
+
 #[test]
 fn check_probe_against_a_closed_port_fails_and_names_the_output() {
     let sb = Sandbox::new();
