@@ -7,12 +7,21 @@
 //! packs it through the very asset list a release uses (cargo-deb resolves the `target/release/`
 //! paths of that list against the target dir). `cargo deb` on its own, as in the release
 //! instructions, builds the release binary first and packs it the same way.
+//!
+//! The package is then installed, removed and purged with dpkg in a container of the local
+//! Debian bookworm base image (`scripts/setup-base-image`) on the test Docker engine, so the
+//! maintainer scripts really run: the user, the state directory, the config's owner and mode,
+//! the unit enabled, the conffile kept on remove and gone on purge. That part takes the docker
+//! tests' lock (one of them restarts the daemon).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::root;
+use crate::docker::{DOCKER, require_daemon};
 use crate::util::bin;
+
+const BASE_IMAGE: &str = "local/debian:bookworm-slim";
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
@@ -79,7 +88,7 @@ fn file_list(deb: &Path) -> Vec<(String, String)> {
 }
 
 #[test]
-fn cargo_deb_packs_the_binary_unit_config_conffile_and_postinst() {
+fn cargo_deb_packs_binary_unit_conffile_and_postinst_that_install_on_bookworm() {
     let out = tempfile::tempdir().unwrap();
     let deb = build_package(out.path());
 
@@ -106,7 +115,16 @@ fn cargo_deb_packs_the_binary_unit_config_conffile_and_postinst() {
 
     let info = run(Command::new("dpkg-deb").arg("-I").arg(&deb));
     assert!(info.contains("Package: logferry"), "{info}");
-    assert!(info.contains("adduser"), "postinst needs adduser: {info}");
+    let depends = info
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Depends: "))
+        .unwrap_or_default();
+    assert!(
+        depends.contains("adduser"),
+        "postinst needs adduser: {info}"
+    );
+    // `$auto`, resolved by dpkg-shlibdeps: the C library the binary links.
+    assert!(depends.contains("libc6"), "{info}");
     for member in ["conffiles", "postinst", "control"] {
         assert!(info.contains(member), "no {member}: {info}");
     }
@@ -159,4 +177,53 @@ fn cargo_deb_packs_the_binary_unit_config_conffile_and_postinst() {
         .arg("-c")
         .arg(tree.join("etc/logferry/agent.yaml")));
     assert!(check.contains("configuration OK"), "{check}");
+
+    install_remove_purge(&deb);
+}
+
+/// dpkg -i / -r / --purge in a throwaway bookworm container; the script prints what it finds
+/// and the test compares.
+fn install_remove_purge(deb: &Path) {
+    let _g = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+    require_daemon();
+    let script = r#"set -e
+dpkg -i /tmp/logferry.deb >/dev/null
+echo "user $(id -nu logferry) $(id -ng logferry)"
+stat -c "mode %U:%G %a %n" /etc/logferry/agent.yaml /var/lib/logferry
+test -e /etc/systemd/system/multi-user.target.wants/logferry.service && echo "unit enabled"
+logferry check -c /etc/logferry/agent.yaml >/dev/null && echo "check ok"
+dpkg -r logferry >/dev/null
+echo "after remove: $(dpkg-query -W -f '${Status}' logferry)"
+test -f /etc/logferry/agent.yaml && echo "conffile kept"
+dpkg --purge logferry >/dev/null
+test -e /etc/logferry/agent.yaml || echo "conffile purged"
+"#;
+    let mount = format!("{}:/tmp/logferry.deb:ro", deb.display());
+    let out = Command::new("docker")
+        .args(["run", "--rm", "--network", "none", "-v", &mount, BASE_IMAGE])
+        .args(["sh", "-c", script])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "install in {BASE_IMAGE} (run scripts/setup-peers first): {stdout}{stderr}"
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "user logferry logferry",
+            "mode root:logferry 640 /etc/logferry/agent.yaml",
+            "mode logferry:logferry 700 /var/lib/logferry",
+            "unit enabled",
+            "check ok",
+            "after remove: deinstall ok config-files",
+            "conffile kept",
+            "conffile purged",
+        ],
+        "stderr: {stderr}"
+    );
+    assert!(!stderr.contains("adduser: Warning"), "{stderr}");
 }
