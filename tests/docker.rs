@@ -18,9 +18,9 @@ const IMAGE: &str = "local/busybox:latest";
 const STATE_DIR: &str = "/tmp/logferry-docker";
 
 /// One docker test at a time (the restart test stops the daemon under everyone).
-static DOCKER: Mutex<()> = Mutex::new(());
+pub(crate) static DOCKER: Mutex<()> = Mutex::new(());
 
-fn docker(args: &[&str]) -> String {
+pub(crate) fn docker(args: &[&str]) -> String {
     let out = Command::new("docker")
         .args(args)
         .output()
@@ -33,7 +33,7 @@ fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-fn require_daemon() {
+pub(crate) fn require_daemon() {
     let ok = Command::new("docker")
         .args(["image", "inspect", IMAGE])
         .output()

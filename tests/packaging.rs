@@ -1,10 +1,15 @@
-//! What an operator installs: example configs, the systemd unit, the Grafana dashboard, the
-//! Kubernetes manifests, `check --probe`.
+//! What an operator installs: example configs, the systemd unit, the Grafana dashboard,
+//! `check --probe`; the Kubernetes manifests (`manifests`), the Debian package (`deb`) and the
+//! container image (`image`) in their own modules.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::util::{Sandbox, append_lines, free_port, line, wait_until};
+
+mod deb;
+mod image;
+mod manifests;
 
 fn root() -> &'static str {
     env!("CARGO_MANIFEST_DIR")
@@ -36,16 +41,24 @@ fn every_example_config_passes_check() {
     assert!(checked >= 6, "quickstart + the five deployment examples");
 }
 
-/// The DaemonSet's ConfigMap carries the same config as `examples/kubernetes-node.yaml`.
+/// The logferry configs of the Filebeat migration page (its YAML blocks that start with
+/// `# logferry`) pass `check`, so the keys it maps to exist.
 #[test]
-fn the_configmap_holds_the_kubernetes_example() {
-    let cm =
-        std::fs::read_to_string(format!("{}/packaging/kubernetes/configmap.yaml", root())).unwrap();
-    let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&cm).unwrap();
-    let embedded = v["data"]["agent.yaml"].as_str().unwrap();
-    let example =
-        std::fs::read_to_string(format!("{}/examples/kubernetes-node.yaml", root())).unwrap();
-    assert_eq!(embedded.trim(), example.trim());
+fn the_filebeat_migration_page_configs_pass_check() {
+    let page = std::fs::read_to_string(format!("{}/docs/migration-filebeat.md", root())).unwrap();
+    let sb = Sandbox::new();
+    let mut checked = 0;
+    for block in page.split("```yaml\n").skip(1) {
+        let (yaml, _) = block.split_once("```").unwrap();
+        if !yaml.starts_with("# logferry") {
+            continue;
+        }
+        let path = sb.write(&format!("migration-{checked}.yaml"), yaml);
+        let (st, out, err) = sb.run_cmd(&["check", "-c", path.to_str().unwrap()]);
+        assert!(st.success(), "{yaml}\n{out}{err}");
+        checked += 1;
+    }
+    assert!(checked >= 1, "no `# logferry` YAML block in the page");
 }
 
 #[test]
