@@ -490,6 +490,7 @@ fn decode_cri_with(line: &Bytes, times: &mut TimeCache) -> Result<Decoded, Decod
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy;
 
     fn b(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())
