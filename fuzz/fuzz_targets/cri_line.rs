@@ -21,7 +21,11 @@ fuzz_target!(|data: &[u8]| {
             let time = parts.next().unwrap_or_default();
             assert_eq!(parse_rfc3339(time), Some(d.time));
             let stream = parts.next().unwrap_or_default();
-            let want: &[u8] = if d.stream == STDERR { b"stderr" } else { b"stdout" };
+            let want: &[u8] = if d.stream == STDERR {
+                b"stderr"
+            } else {
+                b"stdout"
+            };
             assert_eq!(stream, want);
             let tag = parts.next().unwrap_or_default();
             assert!(tag.starts_with(if d.partial { b"P" } else { b"F" }));

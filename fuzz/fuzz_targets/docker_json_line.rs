@@ -19,12 +19,18 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
-fn check(data: &[u8], ours: Result<logferry::inputs::decode::Decoded, logferry::inputs::decode::DecodeError>) {
+fn check(
+    data: &[u8],
+    ours: Result<logferry::inputs::decode::Decoded, logferry::inputs::decode::DecodeError>,
+) {
     let Ok(serde_json::Value::Object(o)) = serde_json::from_slice::<serde_json::Value>(data) else {
         return;
     };
-    let (Some(serde_json::Value::String(log)), Some(serde_json::Value::String(stream)), Some(serde_json::Value::String(time))) =
-        (o.get("log"), o.get("stream"), o.get("time"))
+    let (
+        Some(serde_json::Value::String(log)),
+        Some(serde_json::Value::String(stream)),
+        Some(serde_json::Value::String(time)),
+    ) = (o.get("log"), o.get("stream"), o.get("time"))
     else {
         return;
     };

@@ -144,7 +144,9 @@ fn rfc3339_rest(s: &[u8], secs: i64) -> Option<i64> {
         }
         _ => return None,
     };
-    (secs - offset).checked_mul(1_000_000_000)?.checked_add(frac)
+    (secs - offset)
+        .checked_mul(1_000_000_000)?
+        .checked_add(frac)
 }
 
 /// The head of the last timestamp parsed and its seconds: consecutive lines of a log mostly
@@ -350,12 +352,26 @@ fn scan_log(
     let mut i = start + memchr::memchr2(b'"', b'\\', s.get(start..).ok_or(bad)?).ok_or(bad)?;
     if s[i] == b'"' {
         let partial = true;
-        return Ok((Log::Slice { start, end: i, partial }, i));
+        return Ok((
+            Log::Slice {
+                start,
+                end: i,
+                partial,
+            },
+            i,
+        ));
     }
     for (ending, len) in [(&b"\\n\""[..], 2), (&b"\\r\\n\""[..], 4)] {
         if s[i..].starts_with(ending) {
             let partial = false;
-            return Ok((Log::Slice { start, end: i, partial }, i + len));
+            return Ok((
+                Log::Slice {
+                    start,
+                    end: i,
+                    partial,
+                },
+                i + len,
+            ));
         }
     }
     // Unescaping never makes a string longer: the rest of the line is room enough.
@@ -688,7 +704,11 @@ mod tests {
             (r#""a\r\r\n""#, "a\r", false),
             (r#""a\\n""#, "a\\n", true),
             (r#""a\\\n""#, "a\\", false),
-            (r#""\ud83d\ude00 \/\b\f\t""#, "\u{1F600} /\u{8}\u{c}\t", true),
+            (
+                r#""\ud83d\ude00 \/\b\f\t""#,
+                "\u{1F600} /\u{8}\u{c}\t",
+                true,
+            ),
             (r#""lone \ud800 \udc00!""#, "lone \u{FFFD} \u{FFFD}!", true),
         ];
         for (enc, want, partial) in cases {
