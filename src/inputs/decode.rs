@@ -401,6 +401,28 @@ fn scan_log(
     Ok((Log::Arena { partial }, i))
 }
 
+/// The JSON string value `s[a..b]` (between its quotes), unescaped into `tmp` if it holds
+/// escapes (never in what Docker writes for `stream` and `time`).
+fn string_value<'a>(
+    s: &'a [u8],
+    a: usize,
+    b: usize,
+    esc: bool,
+    tmp: &'a mut BytesMut,
+) -> Result<&'a [u8], DecodeError> {
+    if !esc {
+        return Ok(&s[a..b]);
+    }
+    tmp.clear();
+    let mut i = a;
+    while let Some(rel) = memchr::memchr(b'\\', &s[i..b]) {
+        tmp.extend_from_slice(&s[i..i + rel]);
+        i = unescape_one(&s[..b], i + rel, tmp)?;
+    }
+    tmp.extend_from_slice(&s[i..b]);
+    Ok(&tmp[..])
+}
+
 /// Decodes a json-file line; a message with escapes is left unescaped in `arena` and split
 /// off only when the whole line decodes.
 fn decode_docker_with(
@@ -438,12 +460,11 @@ fn decode_docker_with(
                 log = Some(l);
                 vend
             } else {
-                let (vend, _) = string_end(s, i)?;
+                let (vend, esc) = string_end(s, i)?;
+                // Read once the whole line is: with a repeated key the last one counts.
                 match key {
-                    b"stream" => stream = Some(stream_index(&s[i + 1..vend])?),
-                    b"time" => {
-                        time = Some(times.parse(&s[i + 1..vend]).ok_or(DecodeError::BadTime)?)
-                    }
+                    b"stream" => stream = Some((i + 1, vend, esc)),
+                    b"time" => time = Some((i + 1, vend, esc)),
                     _ => {}
                 }
                 vend
@@ -460,8 +481,13 @@ fn decode_docker_with(
         }
     }
     let log = log.ok_or(DecodeError::NoLog)?;
-    let stream = stream.ok_or(DecodeError::BadStream)?;
-    let time = time.ok_or(DecodeError::BadTime)?;
+    let mut tmp = BytesMut::new();
+    let (a, b, esc) = stream.ok_or(DecodeError::BadStream)?;
+    let stream = stream_index(string_value(s, a, b, esc, &mut tmp)?)?;
+    let (a, b, esc) = time.ok_or(DecodeError::BadTime)?;
+    let time = times
+        .parse(string_value(s, a, b, esc, &mut tmp)?)
+        .ok_or(DecodeError::BadTime)?;
     let (text, partial) = match log {
         Log::Slice {
             start,
@@ -723,6 +749,28 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn repeated_keys_count_last_and_escaped_values_are_read() {
+        // Found by the fuzzer: serde_json (and Docker's readers) take the last of a repeated
+        // key; a bad first `time` must not reject the line.
+        let d = decode_docker(&b(
+            r#"{"log":"a\n","time":"bad","stream":"x","stream":"stderr","time":"2024-01-02T03:04:05Z"}"#,
+        ))
+        .unwrap();
+        assert_eq!(d.stream, STDERR);
+        assert_eq!(d.time, 1_704_164_645_000_000_000);
+        let d = decode_docker(&b(
+            r#"{"log":"a\n","stream":"std\u006fut","time":"2024-01-02T03:04:05\u005a"}"#,
+        ))
+        .unwrap();
+        assert_eq!(d.stream, STDOUT);
+        assert_eq!(d.time, 1_704_164_645_000_000_000);
+        assert_eq!(
+            decode_docker(&b(r#"{"log":"a\n","stream":"stdout","time":"\u12"}"#)),
+            Err(DecodeError::BadJson)
+        );
     }
 
     #[test]
