@@ -6,8 +6,11 @@
 //! the reader joins with the pieces that follow on the same stream.
 //!
 //! Both work on bytes and avoid copies: the message is a slice of the raw line unless the
-//! JSON string holds escapes other than its trailing `\n` (then it is unescaped once).
-//! Invariant (fuzzed): any input gives `Ok` or `Err`, never a panic.
+//! JSON string holds escapes other than its trailing `\n`; then it is unescaped, in the same
+//! pass that finds its end, into the file's arena ([`Decoder`]) — no allocation per line. A
+//! json-file object is read like serde_json reads it (a repeated key: the last counts).
+//! Invariants (fuzzed): any input gives `Ok` or `Err`, never a panic; a decoder kept across a
+//! file's lines gives the same result as a fresh one.
 
 use bytes::{Bytes, BytesMut};
 
