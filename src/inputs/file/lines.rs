@@ -78,6 +78,11 @@ impl LineSplitter {
         }
     }
 
+    /// Whether lines are copied out (the last read was small) rather than sliced.
+    pub fn copies(&self) -> bool {
+        self.copy
+    }
+
     /// Appends bytes (tests, decoders that read elsewhere).
     pub fn feed(&mut self, data: &[u8]) {
         self.buf.extend_from_slice(data);

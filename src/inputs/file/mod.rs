@@ -900,9 +900,9 @@ impl Follower {
                         continue;
                     }
                     t.active = false;
-                    // Caught up: give the read buffer back (10,000 idle files must not
-                    // hold 64 KiB each).
-                    t.reader.splitter.shrink();
+                    // Caught up: give the read buffer and the unescape arena back (10,000
+                    // idle files must not hold 64 KiB each).
+                    t.reader.shrink();
                     break;
                 }
                 Ok(n) => {
