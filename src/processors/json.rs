@@ -1,9 +1,14 @@
 //! `json`: decodes a JSON text field (the line, by default) into the event.
 //!
-//! On the hot path of JSON logs, so it decodes once, straight into the event's field map:
-//! when the event has no fields yet (the usual case) the decoded object *becomes* its map (a
-//! swap, no copy), and only the handful of names the agent builds itself are checked for
-//! clashes. With `target: ""` the decoded object replaces the text it came from: its key of
+//! On the hot path of JSON logs, so the usual case builds no tree at all: when the line is
+//! merged at the root of an event that has no fields yet, one validating scan ([`scan`])
+//! checks the object and its top-level names, and the event keeps the object's text (a slice
+//! of the line, no copy) as its fields; outputs splice it, and it is decoded only if
+//! something reads or changes a field by path. Anything outside the scan's strict subset of
+//! JSON (or clashing with a name the agent builds) takes the decoding path: decoded once,
+//! straight into the event's field map; when the event has no fields yet the decoded object
+//! *becomes* its map (a swap, no copy), and only the handful of names the agent builds itself
+//! are checked for clashes. Both paths give the same fields. With `target: ""` the decoded object replaces the text it came from: its key of
 //! the same name (`message`, usually) becomes the new value, otherwise the field is removed,
 //! so a JSON line is not shipped twice (raw and decoded). With a `target`, the text is kept
 //! and the decoded value goes under `target`.
@@ -20,6 +25,8 @@ use serde_json::{Map, Value};
 
 use super::{Processor, record_error};
 use crate::event::{Event, insert_path, lookup};
+
+mod scan;
 
 /// serde_json refuses deeper documents itself (its recursion limit), so no limit above it
 /// could ever be reached.
@@ -66,6 +73,10 @@ fn default_max_depth() -> usize {
 pub struct Json {
     cfg: JsonConfig,
     errors: metrics::Counter,
+    /// The configuration allows the undecoded fast path (`field: message`, `target: ""`, no
+    /// `expand_keys`).
+    raw_ok: bool,
+    scanner: scan::Scanner,
 }
 
 impl Json {
@@ -82,6 +93,8 @@ impl Json {
         Ok(Json {
             cfg: cfg.clone(),
             errors: super::error_counter(input_id, "json"),
+            raw_ok: cfg.field == "message" && cfg.target.is_empty() && !cfg.expand_keys,
+            scanner: scan::Scanner::default(),
         })
     }
 
@@ -92,13 +105,47 @@ impl Json {
         }
     }
 
-    fn decode_one(&self, e: &mut Event) {
+    /// The fast path: keeps the message's object undecoded as the event's fields when that
+    /// gives what decoding would (see the module doc); false when it does not apply.
+    fn keep_raw(&mut self, e: &mut Event) -> bool {
+        if !self.raw_ok || e.raw_fields().is_some() || !e.fields_is_empty() {
+            return false;
+        }
+        let Some(m) = &e.message else {
+            return false;
+        };
+        let stream = e.source.stream.is_some();
+        let meta = e.shared_meta();
+        let mut key_ok = |k: &[u8]| {
+            !matches!(k, b"@timestamp" | b"message" | b"log" | b"host" | b"input")
+                && !(stream && k == b"stream")
+                && meta
+                    .is_none_or(|meta| std::str::from_utf8(k).is_ok_and(|k| !meta.contains_key(k)))
+        };
+        let max_depth = self.cfg.max_depth;
+        let Some((start, end)) = self
+            .scanner
+            .object_span(m.as_bytes(), max_depth, &mut key_ok)
+        else {
+            return false;
+        };
+        let text = m.bytes().slice(start..end);
+        // The text the object came from is consumed (it has no `message` of its own).
+        e.message = None;
+        e.set_raw_fields(text);
+        true
+    }
+
+    fn decode_one(&mut self, e: &mut Event) {
+        if self.keep_raw(e) {
+            return;
+        }
         let field = self.cfg.field.as_str();
         let parsed = {
             let text = if field == "message" {
                 match &e.message {
                     Some(m) => m.as_str(),
-                    None => match lookup(&e.fields, field) {
+                    None => match lookup(e.fields(), field) {
                         Some(v) => return self.not_text(e, v.clone()),
                         None => return,
                     },
@@ -182,19 +229,19 @@ impl Json {
         e.materialize();
         let mut kept: Vec<String> = Vec::new();
         let overwrite = self.cfg.overwrite_keys;
-        if e.fields.is_empty() {
+        if e.fields_is_empty() {
             // The usual case: the decoded map becomes the event's map, then only the names
             // the agent builds itself need a look.
-            std::mem::swap(&mut e.fields, &mut obj);
+            e.set_fields(obj);
             for k in BUILT_IN {
-                if let Some(v) = e.fields.get(*k)
+                if let Some(v) = e.fields().get(*k)
                     && builtin_clash(k, v)
-                    && let Some(v) = e.fields.remove(*k)
+                    && let Some(v) = e.fields_mut().remove(*k)
                 {
                     self.place(e, k, v, overwrite, &mut kept);
                 }
             }
-            if let Some(v) = e.fields.remove("message") {
+            if let Some(v) = e.fields_mut().remove("message") {
                 self.place(e, "message", v, overwrite, &mut kept);
             }
         } else {
@@ -216,7 +263,7 @@ impl Json {
 
     /// Puts one decoded top-level key into the event, unless it clashes and may not overwrite.
     fn place(&self, e: &mut Event, k: &str, v: Value, overwrite: bool, kept: &mut Vec<String>) {
-        let clash = e.fields.contains_key(k)
+        let clash = e.fields().contains_key(k)
             || (k == "message" && e.message.is_some())
             || (BUILT_IN.contains(&k) && builtin_clash(k, &v));
         if clash && !overwrite {
@@ -226,7 +273,7 @@ impl Json {
         if k == "message" {
             e.insert("message", v);
         } else {
-            e.fields.insert(k.to_owned(), v);
+            e.fields_mut().insert(k.to_owned(), v);
         }
     }
 }
@@ -315,7 +362,7 @@ mod tests {
         assert_eq!(e.message_str(), "hi");
         assert_eq!(e.get("level").unwrap().to_text(), "info");
         assert_eq!(e.get("user.id").unwrap().to_text(), "7");
-        assert!(e.fields.contains_key("a.b"), "dotted keys stay literal");
+        assert!(e.fields().contains_key("a.b"), "dotted keys stay literal");
         assert!(e.get("error.message").is_none());
         let e = run(&mut p, r#"{"msg":"x"}"#);
         assert!(e.message.is_none(), "the raw line is consumed");
