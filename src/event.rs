@@ -933,6 +933,55 @@ mod tests {
         assert_eq!(e2.get("service").unwrap().to_text(), "api");
     }
 
+    /// Undecoded fields read, change, clone, encode and survive the disk buffer's codec like
+    /// decoded ones.
+    #[test]
+    fn raw_fields_behave_like_decoded_ones() {
+        let line = Bytes::from_static(br#"  {"b":1,"a":{"x":"y"},"s":"t"}"#);
+        let mut e = Event::new(source(), Text::from("m"), 0, 0);
+        e.message = None;
+        e.set_raw_fields(line.slice(2..));
+        assert!(!e.fields_is_empty());
+        assert!(e.size_hint() > 160);
+        let mut out = Vec::new();
+        e.write_json(&mut out);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v, e.to_value());
+        assert_eq!(v["a"]["x"], "y");
+        assert_eq!(e.get("a.x").unwrap().to_text(), "y");
+        let mut fields = Vec::new();
+        e.write_fields_json(&mut fields);
+        assert_eq!(fields, br#"{"b":1,"a":{"x":"y"},"s":"t"}"#);
+
+        let mut enc = crate::buffer::disk::codec::Encoder::default();
+        let mut payload = Vec::new();
+        enc.encode(&e, &mut payload);
+        let back = crate::buffer::disk::codec::Decoder::default()
+            .decode(&Bytes::from(payload))
+            .unwrap();
+        assert_eq!(back.to_value(), e.to_value());
+
+        let mut c = e.clone();
+        c.for_each_string_mut(|_, s| s.make_ascii_uppercase());
+        assert!(c.raw_fields().is_none());
+        assert_eq!(c.get("s").unwrap().to_text(), "T");
+        assert_eq!(
+            e.get("s").unwrap().to_text(),
+            "t",
+            "the clone changed alone"
+        );
+        assert_eq!(e.remove("b"), Some(Value::from(1)));
+        assert!(e.get("b").is_none());
+        assert_eq!(e.fields().len(), 2);
+
+        let mut empty = Event::new(source(), Text::from("m"), 0, 0);
+        empty.set_raw_fields(Bytes::from_static(b"{ }"));
+        assert!(empty.fields_is_empty());
+        let mut out = Vec::new();
+        empty.write_json(&mut out);
+        assert!(serde_json::from_slice::<Value>(&out).is_ok());
+    }
+
     #[test]
     fn json_escaping_matches_serde() {
         for s in [

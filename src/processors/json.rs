@@ -451,6 +451,91 @@ mod tests {
         assert!(Json::new(&serde_yaml_ng::from_str("{ max_depth: 0 }").unwrap(), "t").is_err());
     }
 
+    /// The undecoded fast path and the decoding path give the same event, and the cases
+    /// the fast path must not take (names the agent builds, duplicates, escapes, exponents,
+    /// depth) are decoded.
+    #[test]
+    fn undecoded_path_matches_decoding() {
+        let cases: &[(&str, bool)] = &[
+            (
+                r#"{"ts":"2026-01-01T00:00:00Z","level":"info","seq":7,"lat":105.5,"ok":true,"n":null,"tags":["a","b"],"user":{"id":7,"name":"q\"x\"\/y"},"a.b":1}"#,
+                true,
+            ),
+            ("  {}  \r", true),
+            (r#"{"msg":"x","stream":"out"}"#, true),
+            (r#"{"message":"hi","level":"info"}"#, false),
+            (r#"{"log":{"level":"warn"},"x":1}"#, false),
+            (r#"{"host":"h"}"#, false),
+            (r#"{"@timestamp":"x"}"#, false),
+            (r#"{"a":1,"a":2}"#, false),
+            (r#"{"a":"\u00e9"}"#, false),
+            (r#"{"a":1e3}"#, false),
+            (r#"{"a":{"b":{"c":{}}}}"#, false),
+        ];
+        for (line, raw) in cases {
+            let mut fast = json("{ max_depth: 3 }");
+            let mut slow = json("{ max_depth: 3 }");
+            slow.raw_ok = false;
+            let (mut a, b) = (run(&mut fast, line), run(&mut slow, line));
+            a.timestamp = b.timestamp;
+            assert_eq!(a.raw_fields().is_some(), *raw, "{line}");
+            assert!(b.raw_fields().is_none());
+            assert_eq!(a.to_value(), b.to_value(), "{line}");
+            assert_eq!(a.message, b.message, "{line}");
+            let (mut x, mut y) = (Vec::new(), Vec::new());
+            a.write_json(&mut x);
+            b.write_json(&mut y);
+            let (x, y): (Value, Value) = (
+                serde_json::from_slice(&x).unwrap(),
+                serde_json::from_slice(&y).unwrap(),
+            );
+            assert_eq!(x, y, "{line}");
+            assert_eq!(x, a.to_value(), "{line}");
+        }
+    }
+
+    /// Shared metadata and a source `stream` keep their names off the fast path; a second
+    /// json processor, or any field change, decodes the kept text first.
+    #[test]
+    fn undecoded_fields_respect_meta_and_later_changes() {
+        let mut meta = Map::new();
+        meta.insert("env".into(), Value::String("prod".into()));
+        let src = std::sync::Arc::new(crate::event::Source {
+            meta: Some(std::sync::Arc::new(meta)),
+            stream: Some("stdout"),
+            ..Default::default()
+        });
+        let mk = |line: &str| Event::new(src.clone(), line.into(), 0, 0);
+        let mut p = json("{}");
+        let mut v = vec![
+            mk(r#"{"env":"dev"}"#),
+            mk(r#"{"stream":"x"}"#),
+            mk(r#"{"k":"v"}"#),
+        ];
+        p.process(&mut v);
+        assert!(v[0].raw_fields().is_none() && v[1].raw_fields().is_none());
+        assert!(
+            v[0].get("error.message").is_some(),
+            "env clashes with metadata"
+        );
+        let e = &mut v[2];
+        assert!(e.raw_fields().is_some());
+        assert_eq!(e.get("env").unwrap().to_text(), "prod");
+        assert_eq!(e.get("stream").unwrap().to_text(), "stdout");
+        assert_eq!(e.get("k").unwrap().to_text(), "v");
+        assert!(e.raw_fields().is_some(), "reading keeps the text");
+        e.insert("k2", Value::from(2));
+        assert!(e.raw_fields().is_none());
+        assert_eq!(e.to_value()["k"], "v", "a change keeps the decoded fields");
+        let mut second = json("{ field: k2, target: t }");
+        let mut one = vec![mk(r#"{"k":"v"}"#)];
+        p.process(&mut one);
+        one[0].insert("k2", Value::String("[1]".into()));
+        second.process(&mut one);
+        assert_eq!(one[0].get_value("t").unwrap(), serde_json::json!([1]));
+        assert_eq!(one[0].get("k").unwrap().to_text(), "v");
+    }
+
     #[test]
     fn other_source_field() {
         let mut p = json("{ field: payload, target: p }");

@@ -785,6 +785,61 @@ mod tests {
         assert_eq!(v[0].message_str(), "user [REDACTED:email] logged in");
     }
 
+    /// Fields the json processor left undecoded: a clean object stays undecoded, and a
+    /// secret anywhere in it (value, password-like key, array, escaped text) is redacted as
+    /// in decoded fields.
+    #[test]
+    fn undecoded_json_fields() {
+        let mut chain = crate::processors::Chain::build(
+            &serde_json::from_value::<Vec<crate::processors::ProcessorConfig>>(
+                serde_json::json!([{ "json": {} }, { "redact": {} }]),
+            )
+            .unwrap(),
+            "t",
+        )
+        .unwrap();
+        let lines = [
+            r#"{"msg":"all fine","seq":1,"id":"9f2c4e1a7b3d4c5e8f901a2b3c4d5e6f"}"#,
+            r#"{"msg":"mail bob@example.com","seq":2}"#,
+            r#"{"pwd":12345,"seq":3}"#,
+            r#"{"Client_Secret" :  "abc","seq":4}"#,
+            r#"{"t":["ok",{"token":true}],"seq":5}"#,
+            r#"{"card":"4111 1111 1111 1111","seq":6}"#,
+            r#"{"msg":"q"bob@example.com"","seq":7}"#,
+        ];
+        let mut v: Vec<Event> = lines.iter().map(|l| Event::synthetic("t", l)).collect();
+        chain.run(&mut v);
+        assert!(
+            v[0].raw_fields().is_some(),
+            "nothing to redact: not decoded"
+        );
+        assert_eq!(v[0].get("msg").unwrap().to_text(), "all fine");
+        for (e, secret) in v[1..].iter().zip([
+            "bob@example.com",
+            "12345",
+            "abc",
+            "true",
+            "4111 1111 1111 1111",
+            "bob@example.com",
+        ]) {
+            let out = e.to_value().to_string();
+            assert!(!out.contains(secret), "{secret} in {out}");
+            assert!(out.contains("[REDACTED:"), "{out}");
+        }
+        // An anchored custom pattern cannot be checked on the whole text: decode.
+        let mut anchored = redact("{ builtins: [], patterns: [{ name: whole, regex: '^x$' }] }");
+        let mut p = crate::processors::json::Json::new(
+            &serde_json::from_value(serde_json::json!({})).unwrap(),
+            "t",
+        )
+        .unwrap();
+        let mut v = vec![Event::synthetic("t", r#"{"a":"x"}"#)];
+        crate::processors::Processor::process(&mut p, &mut v);
+        assert!(v[0].raw_fields().is_some());
+        anchored.process(&mut v);
+        assert_eq!(v[0].get("a").unwrap().to_text(), "[REDACTED:whole]");
+    }
+
     #[test]
     fn only_listed_fields() {
         let mut p = redact("{ builtins: [email], fields: [user.email] }");
