@@ -156,7 +156,8 @@ impl Clone for Event {
 struct RawObject {
     /// The object's text, `{` to `}`: valid JSON, UTF-8, no line break, no duplicate key.
     text: Bytes,
-    decoded: OnceLock<Map<String, Value>>,
+    /// Boxed: it is rarely filled, and every event carries the slot (16 bytes, not 32).
+    decoded: OnceLock<Box<Map<String, Value>>>,
 }
 
 impl RawObject {
@@ -168,7 +169,7 @@ impl RawObject {
     }
 
     fn map(&self) -> &Map<String, Value> {
-        self.decoded.get_or_init(|| self.decode())
+        self.decoded.get_or_init(|| Box::new(self.decode()))
     }
 
     /// The members between the braces, trimmed (empty for `{}`).
@@ -282,7 +283,7 @@ impl Event {
     /// The event's own fields, for changing them (decodes a JSON text form for good).
     pub fn fields_mut(&mut self) -> &mut Map<String, Value> {
         if let Some(mut raw) = self.raw.take() {
-            self.fields = raw.decoded.take().unwrap_or_else(|| raw.decode());
+            self.fields = raw.decoded.take().map_or_else(|| raw.decode(), |m| *m);
         }
         &mut self.fields
     }
@@ -381,13 +382,34 @@ impl Event {
             "input.id" => return Some(FieldRef::Str(&self.source.input_id)),
             "input.type" => return Some(FieldRef::Str(self.source.input_type)),
             "stream" => {
+                // Undecoded fields never hold `stream` when the source has one.
                 if let Some(s) = self.source.stream
-                    && !self.fields().contains_key("stream")
+                    && (self.raw.is_some() || !self.fields.contains_key("stream"))
                 {
                     return Some(FieldRef::Str(s));
                 }
             }
             _ => {}
+        }
+        if let Some(raw) = &self.raw
+            && raw.decoded.get().is_none()
+        {
+            // A top-level text value (an index template's `{{ service }}`, a condition on
+            // `level`) is read straight from the undecoded object; anything else decodes it.
+            match raw_member(&raw.text, path) {
+                Some([b'"', inner @ .., b'"']) if !inner.contains(&b'\\') => {
+                    if let Ok(s) = std::str::from_utf8(inner) {
+                        return Some(FieldRef::Str(s));
+                    }
+                }
+                None if !path.contains('.') => {
+                    return self
+                        .meta()
+                        .and_then(|m| lookup(m, path))
+                        .map(FieldRef::Json);
+                }
+                _ => {}
+            }
         }
         if let Some(v) = lookup(self.fields(), path) {
             return Some(FieldRef::Json(v));
@@ -595,6 +617,79 @@ impl Event {
             merge_value(&mut root, k, v.clone());
         }
         Value::Object(root)
+    }
+}
+
+/// The text of top-level member `key`'s value in `text`, an object validated as
+/// [`Event::set_raw_fields`] requires (so no key is escaped and no key repeats).
+fn raw_member<'a>(text: &'a [u8], key: &str) -> Option<&'a [u8]> {
+    let ws = |b: &[u8], mut i: usize| {
+        while matches!(b.get(i), Some(b' ' | b'\t')) {
+            i += 1;
+        }
+        i
+    };
+    // The index just past the string starting at `i` (a `"`).
+    let string_end = |b: &[u8], mut i: usize| {
+        i += 1;
+        while let Some(at) = memchr::memchr2(b'"', b'\\', b.get(i..)?) {
+            if b[i + at] == b'"' {
+                return Some(i + at + 1);
+            }
+            i += at + 2;
+        }
+        None
+    };
+    let mut i = ws(text, 1);
+    loop {
+        if text.get(i) != Some(&b'"') {
+            return None;
+        }
+        let key_end = string_end(text, i)?;
+        let name = text.get(i + 1..key_end - 1)?;
+        i = ws(text, key_end);
+        if text.get(i) != Some(&b':') {
+            return None;
+        }
+        let start = ws(text, i + 1);
+        i = start;
+        match *text.get(i)? {
+            b'"' => i = string_end(text, i)?,
+            b'{' | b'[' => {
+                let mut depth = 0usize;
+                loop {
+                    match *text.get(i)? {
+                        b'"' => {
+                            i = string_end(text, i)?;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                i += 1;
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                    i += 1;
+                }
+            }
+            _ => {
+                while !matches!(text.get(i), None | Some(b',' | b'}' | b' ' | b'\t')) {
+                    i += 1;
+                }
+            }
+        }
+        if name == key.as_bytes() {
+            return text.get(start..i);
+        }
+        i = ws(text, i);
+        if text.get(i) != Some(&b',') {
+            return None;
+        }
+        i = ws(text, i + 1);
     }
 }
 
@@ -941,6 +1036,9 @@ mod tests {
         let mut e = Event::new(source(), Text::from("m"), 0, 0);
         e.message = None;
         e.set_raw_fields(line.slice(2..));
+        assert_eq!(e.get("s"), Some(FieldRef::Str("t")), "read from the text");
+        assert!(e.get("missing").is_none());
+        assert!(e.raw.as_ref().unwrap().decoded.get().is_none());
         assert!(!e.fields_is_empty());
         assert!(e.size_hint() > 160);
         let mut out = Vec::new();
@@ -949,6 +1047,7 @@ mod tests {
         assert_eq!(v, e.to_value());
         assert_eq!(v["a"]["x"], "y");
         assert_eq!(e.get("a.x").unwrap().to_text(), "y");
+        assert_eq!(e.get("b"), Some(FieldRef::Json(&Value::from(1))));
         let mut fields = Vec::new();
         e.write_fields_json(&mut fields);
         assert_eq!(fields, br#"{"b":1,"a":{"x":"y"},"s":"t"}"#);
@@ -980,6 +1079,21 @@ mod tests {
         let mut out = Vec::new();
         empty.write_json(&mut out);
         assert!(serde_json::from_slice::<Value>(&out).is_ok());
+    }
+
+    #[test]
+    fn raw_member_finds_top_level_values() {
+        let text = br#"{ "a" : {"s":"}\"","n":[1,{"b":2}]} , "b":"x\"y","c":-1.5,"d":[],"e":"e"}"#;
+        assert_eq!(
+            raw_member(text, "a"),
+            Some(&br#"{"s":"}\"","n":[1,{"b":2}]}"#[..])
+        );
+        assert_eq!(raw_member(text, "b"), Some(&br#""x\"y""#[..]));
+        assert_eq!(raw_member(text, "c"), Some(&b"-1.5"[..]));
+        assert_eq!(raw_member(text, "d"), Some(&b"[]"[..]));
+        assert_eq!(raw_member(text, "e"), Some(&br#""e""#[..]));
+        assert_eq!(raw_member(text, "s"), None, "nested keys are not top-level");
+        assert_eq!(raw_member(b"{}", "a"), None);
     }
 
     #[test]

@@ -805,7 +805,7 @@ mod tests {
             r#"{"Client_Secret" :  "abc","seq":4}"#,
             r#"{"t":["ok",{"token":true}],"seq":5}"#,
             r#"{"card":"4111 1111 1111 1111","seq":6}"#,
-            r#"{"msg":"q"bob@example.com"","seq":7}"#,
+            r#"{"msg":"q\"bob@example.com\"","seq":7}"#,
         ];
         let mut v: Vec<Event> = lines.iter().map(|l| Event::synthetic("t", l)).collect();
         chain.run(&mut v);
