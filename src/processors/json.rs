@@ -117,8 +117,10 @@ impl Json {
         let stream = e.source.stream.is_some();
         let meta = e.shared_meta();
         let mut key_ok = |k: &[u8]| {
-            !matches!(k, b"@timestamp" | b"message" | b"log" | b"host" | b"input")
-                && !(stream && k == b"stream")
+            let agent_builds =
+                matches!(k, b"@timestamp" | b"message" | b"log" | b"host" | b"input")
+                    || (stream && k == b"stream");
+            !agent_builds
                 && meta
                     .is_none_or(|meta| std::str::from_utf8(k).is_ok_and(|k| !meta.contains_key(k)))
         };

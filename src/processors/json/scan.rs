@@ -17,6 +17,9 @@ const MAX_KEYS: usize = 64;
 /// Digits per number; longer ones may overflow an f64, which serde_json refuses.
 const MAX_DIGITS: usize = 300;
 
+/// Decides whether a top-level key may stay undecoded.
+pub type KeyCheck<'a> = &'a mut dyn FnMut(&[u8]) -> bool;
+
 /// Reusable state: the key spans of the objects being scanned (one processor, one thread).
 #[derive(Default)]
 pub struct Scanner {
@@ -135,7 +138,7 @@ impl Scanner {
         &mut self,
         text: &[u8],
         max_depth: usize,
-        key_ok: &mut dyn FnMut(&[u8]) -> bool,
+        key_ok: KeyCheck<'_>,
     ) -> Option<(usize, usize)> {
         self.keys.clear();
         let mut c = Cursor { b: text, i: 0 };
@@ -172,7 +175,7 @@ impl Scanner {
         &mut self,
         c: &mut Cursor<'_>,
         depth_left: usize,
-        mut key_ok: Option<&mut dyn FnMut(&[u8]) -> bool>,
+        mut key_ok: Option<KeyCheck<'_>>,
     ) -> Option<()> {
         if depth_left == 0 {
             return None;
