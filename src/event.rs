@@ -124,7 +124,8 @@ pub struct Event {
     /// still as the JSON text they were decoded from (see [`Event::set_raw_fields`]).
     fields: Map<String, Value>,
     /// While `Some`, the event's fields are this undecoded object and `fields` is empty.
-    raw: Option<RawObject>,
+    /// Boxed so that events without one (plain lines) stay small: 8 bytes, not 48.
+    raw: Option<Box<RawObject>>,
     /// Whether `source.meta` still applies (false once materialized into `fields`).
     meta_live: bool,
     pub finalizer: Finalizer,
@@ -150,14 +151,13 @@ impl Clone for Event {
 ///
 /// The text form is what the `json` processor leaves on the hot path: the object was checked
 /// (valid, no duplicate key, nothing clashing with what the agent builds) but not turned into
-/// a tree, so encoding splices it whole and dropping it frees nothing but a reference. Any
+/// a tree, so encoding splices it whole and dropping it frees one box, not a tree. Any
 /// read by path decodes it once (kept in `decoded`); any write turns it into the map for good.
 #[derive(Debug, Clone)]
 struct RawObject {
     /// The object's text, `{` to `}`: valid JSON, UTF-8, no line break, no duplicate key.
     text: Bytes,
-    /// Boxed: it is rarely filled, and every event carries the slot (16 bytes, not 32).
-    decoded: OnceLock<Box<Map<String, Value>>>,
+    decoded: OnceLock<Map<String, Value>>,
 }
 
 impl RawObject {
@@ -169,7 +169,7 @@ impl RawObject {
     }
 
     fn map(&self) -> &Map<String, Value> {
-        self.decoded.get_or_init(|| Box::new(self.decode()))
+        self.decoded.get_or_init(|| self.decode())
     }
 
     /// The members between the braces, trimmed (empty for `{}`).
@@ -283,7 +283,7 @@ impl Event {
     /// The event's own fields, for changing them (decodes a JSON text form for good).
     pub fn fields_mut(&mut self) -> &mut Map<String, Value> {
         if let Some(mut raw) = self.raw.take() {
-            self.fields = raw.decoded.take().map_or_else(|| raw.decode(), |m| *m);
+            self.fields = raw.decoded.take().unwrap_or_else(|| raw.decode());
         }
         &mut self.fields
     }
@@ -317,10 +317,10 @@ impl Event {
     /// source's `stream` or live shared metadata holds.
     pub fn set_raw_fields(&mut self, text: Bytes) {
         self.fields = Map::new();
-        self.raw = Some(RawObject {
+        self.raw = Some(Box::new(RawObject {
             text,
             decoded: OnceLock::new(),
-        });
+        }));
     }
 
     /// Writes the event's own fields as one JSON object (`{}` when there are none).
