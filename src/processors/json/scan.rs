@@ -8,7 +8,8 @@
 //! configured `max_depth` or [`DEPTH_CAP`], a duplicate key at any level (a tree keeps the
 //! last, splicing would keep both), an object of more than [`MAX_KEYS`] keys, and a line
 //! break between tokens inside the object (the text is spliced into line-based formats).
-//! Tests and the `json_scan` fuzz target check that whatever it accepts, serde_json decodes.
+//! Property tests check that whatever it accepts, serde_json decodes, and that every object
+//! serde_json writes is accepted; the `json` fuzz target runs it through the processor.
 
 /// Nesting accepted on the fast path, well under serde_json's own recursion limit (128).
 const DEPTH_CAP: usize = 64;
