@@ -72,6 +72,32 @@ fn bench_chain(c: &mut Criterion, name: &str, yaml: &str, lines: &[String], prep
     g.finish();
 }
 
+/// A chain, then encoding (`write_json`, as every output does) and dropping the events, all
+/// timed: what a processor leaves for the output thread to do counts too.
+fn bench_end_to_end(c: &mut Criterion, name: &str, yaml: &str, lines: &[String]) {
+    let mut g = c.benchmark_group("processors");
+    g.throughput(Throughput::Elements(lines.len() as u64));
+    let mut ch = chain(yaml);
+    let mut out = Vec::with_capacity(1 << 20);
+    g.bench_function(name, |b| {
+        b.iter_batched(
+            || events(lines),
+            |mut v| {
+                ch.run(&mut v);
+                out.clear();
+                for e in &v {
+                    e.write_json(&mut out);
+                    out.push(b'\n');
+                }
+                drop(v);
+                black_box(out.len())
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
 fn processors(c: &mut Criterion) {
     let json: Vec<String> = (0..BATCH).map(json_line).collect();
     let plain: Vec<String> = (0..BATCH).map(plain_line).collect();
@@ -122,6 +148,44 @@ fn processors(c: &mut Criterion) {
         r#"[{ json: { field: message, target: "" } }, { redact: {} }]"#,
         &json,
         None,
+    );
+    bench_end_to_end(c, "none+encode", "[]", &json);
+    bench_end_to_end(
+        c,
+        "json+encode",
+        r#"[{ json: { field: message, target: "" } }]"#,
+        &json,
+    );
+    bench_end_to_end(
+        c,
+        "json+redact+encode",
+        r#"[{ json: { field: message, target: "" } }, { redact: {} }]"#,
+        &json,
+    );
+    // A field read by path (a condition, an index template) decodes the object.
+    bench_end_to_end(
+        c,
+        "json+read_field+encode",
+        r#"[{ json: { field: message, target: "" } }, { drop_event: { when: { field: level, equals: debug } } }]"#,
+        &json,
+    );
+    // Every line carries a secret in a field: the redact prefilter hits, fields are decoded.
+    let json_secrets: Vec<String> = json
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            l.replacen(
+                "\"method\"",
+                &format!("\"email\":\"user{i}@example.com\",\"method\""),
+                1,
+            )
+        })
+        .collect();
+    bench_end_to_end(
+        c,
+        "json+redact+encode_with_secrets",
+        r#"[{ json: { field: message, target: "" } }, { redact: {} }]"#,
+        &json_secrets,
     );
 }
 

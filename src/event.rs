@@ -13,7 +13,7 @@
 //! them like any other field.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
@@ -120,8 +120,12 @@ pub struct Event {
     pub offset: u64,
     pub flags: u8,
     pub source: Arc<Source>,
-    /// Fields set by processors and inputs (nested JSON objects for dotted paths).
-    pub fields: Map<String, Value>,
+    /// Fields set by processors and inputs (nested JSON objects for dotted paths), possibly
+    /// still as the JSON text they were decoded from (see [`Event::set_raw_fields`]).
+    fields: Map<String, Value>,
+    /// While `Some`, the event's fields are this undecoded object and `fields` is empty.
+    /// Boxed so that events without one (plain lines) stay small: 8 bytes, not 48.
+    raw: Option<Box<RawObject>>,
     /// Whether `source.meta` still applies (false once materialized into `fields`).
     meta_live: bool,
     pub finalizer: Finalizer,
@@ -136,9 +140,45 @@ impl Clone for Event {
             flags: self.flags,
             source: self.source.clone(),
             fields: self.fields.clone(),
+            raw: self.raw.clone(),
             meta_live: self.meta_live,
             finalizer: self.finalizer.clone(),
         }
+    }
+}
+
+/// An event's own fields still in the JSON text they came from.
+///
+/// The text form is what the `json` processor leaves on the hot path: the object was checked
+/// (valid, no duplicate key, nothing clashing with what the agent builds) but not turned into
+/// a tree, so encoding splices it whole and dropping it frees one box, not a tree. Any
+/// read by path decodes it once (kept in `decoded`); any write turns it into the map for good.
+#[derive(Debug, Clone)]
+struct RawObject {
+    /// The object's text, `{` to `}`: valid JSON, UTF-8, no line break, no duplicate key.
+    text: Bytes,
+    decoded: OnceLock<Map<String, Value>>,
+}
+
+impl RawObject {
+    fn decode(&self) -> Map<String, Value> {
+        // The text was validated by the json processor's scanner (a strict subset of what
+        // serde_json accepts, checked by tests and fuzzing), so this does not fail; an empty
+        // map is the safe answer should it ever.
+        serde_json::from_slice(&self.text).unwrap_or_default()
+    }
+
+    fn map(&self) -> &Map<String, Value> {
+        self.decoded.get_or_init(|| self.decode())
+    }
+
+    /// The members between the braces, trimmed (empty for `{}`).
+    fn members(&self) -> &[u8] {
+        let inner = self
+            .text
+            .get(1..self.text.len().saturating_sub(1))
+            .unwrap_or(&[]);
+        inner.trim_ascii()
     }
 }
 
@@ -172,6 +212,7 @@ impl Event {
             flags: 0,
             source,
             fields: Map::new(),
+            raw: None,
             meta_live,
             finalizer: Finalizer::none(),
         }
@@ -196,7 +237,9 @@ impl Event {
     pub fn size_hint(&self) -> usize {
         let mut n = 160 + self.message.as_ref().map_or(0, Text::len);
         n += self.source.path.as_ref().map_or(0, |p| p.len());
-        if !self.fields.is_empty() {
+        if let Some(raw) = &self.raw {
+            n += raw.text.len();
+        } else if !self.fields.is_empty() {
             n += self.fields.len() * 32;
             for v in self.fields.values() {
                 if let Value::String(s) = v {
@@ -218,10 +261,75 @@ impl Event {
         }
         self.meta_live = false;
         if let Some(meta) = self.source.meta.clone() {
+            let fields = self.fields_mut();
             for (k, v) in meta.iter() {
-                if !self.fields.contains_key(k) {
-                    self.fields.insert(k.clone(), v.clone());
+                if !fields.contains_key(k) {
+                    fields.insert(k.clone(), v.clone());
                 }
+            }
+        }
+    }
+
+    /// The event's own fields (not the source's shared ones). Fields still in their JSON text
+    /// form are decoded on first use and the result kept, so prefer [`Event::get`] for one
+    /// field and [`Event::raw_fields`] for a scan.
+    pub fn fields(&self) -> &Map<String, Value> {
+        match &self.raw {
+            Some(raw) => raw.map(),
+            None => &self.fields,
+        }
+    }
+
+    /// The event's own fields, for changing them (decodes a JSON text form for good).
+    pub fn fields_mut(&mut self) -> &mut Map<String, Value> {
+        if let Some(mut raw) = self.raw.take() {
+            self.fields = raw.decoded.take().unwrap_or_else(|| raw.decode());
+        }
+        &mut self.fields
+    }
+
+    /// Replaces the event's own fields.
+    pub fn set_fields(&mut self, fields: Map<String, Value>) {
+        self.raw = None;
+        self.fields = fields;
+    }
+
+    /// Whether the event has no fields of its own (the source's shared ones aside).
+    pub fn fields_is_empty(&self) -> bool {
+        match &self.raw {
+            Some(raw) => raw.members().is_empty(),
+            None => self.fields.is_empty(),
+        }
+    }
+
+    /// The event's own fields as the text of a JSON object, while they are still in the form
+    /// the `json` processor left them (not decoded, not changed): a processor can scan them
+    /// without building the tree. `None` once they are a map.
+    pub fn raw_fields(&self) -> Option<&[u8]> {
+        self.raw.as_ref().map(|raw| &raw.text[..])
+    }
+
+    /// Sets the event's own fields to the JSON object `text`, undecoded (the `json`
+    /// processor's fast path). The caller guarantees what [`write_json`](Event::write_json)
+    /// relies on to splice it: `text` is exactly one valid JSON object (`{` to `}`) that
+    /// serde_json decodes, with no line break, no duplicate key at any level, and no top-level
+    /// key that the agent builds (`@timestamp`, `message`, `log`, `host`, `input`), that the
+    /// source's `stream` or live shared metadata holds.
+    pub fn set_raw_fields(&mut self, text: Bytes) {
+        self.fields = Map::new();
+        self.raw = Some(Box::new(RawObject {
+            text,
+            decoded: OnceLock::new(),
+        }));
+    }
+
+    /// Writes the event's own fields as one JSON object (`{}` when there are none).
+    pub fn write_fields_json(&self, out: &mut Vec<u8>) {
+        match &self.raw {
+            Some(raw) => out.extend_from_slice(&raw.text),
+            // Serializing a Map into a Vec cannot fail.
+            None => {
+                let _ = serde_json::to_writer(&mut *out, &self.fields);
             }
         }
     }
@@ -274,15 +382,36 @@ impl Event {
             "input.id" => return Some(FieldRef::Str(&self.source.input_id)),
             "input.type" => return Some(FieldRef::Str(self.source.input_type)),
             "stream" => {
+                // Undecoded fields never hold `stream` when the source has one.
                 if let Some(s) = self.source.stream
-                    && !self.fields.contains_key("stream")
+                    && (self.raw.is_some() || !self.fields.contains_key("stream"))
                 {
                     return Some(FieldRef::Str(s));
                 }
             }
             _ => {}
         }
-        if let Some(v) = lookup(&self.fields, path) {
+        if let Some(raw) = &self.raw
+            && raw.decoded.get().is_none()
+        {
+            // A top-level text value (an index template's `{{ service }}`, a condition on
+            // `level`) is read straight from the undecoded object; anything else decodes it.
+            match raw_member(&raw.text, path) {
+                Some([b'"', inner @ .., b'"']) if !inner.contains(&b'\\') => {
+                    if let Ok(s) = std::str::from_utf8(inner) {
+                        return Some(FieldRef::Str(s));
+                    }
+                }
+                None if !path.contains('.') => {
+                    return self
+                        .meta()
+                        .and_then(|m| lookup(m, path))
+                        .map(FieldRef::Json);
+                }
+                _ => {}
+            }
+        }
+        if let Some(v) = lookup(self.fields(), path) {
             return Some(FieldRef::Json(v));
         }
         self.meta()
@@ -310,13 +439,13 @@ impl Event {
                 other => {
                     self.message = None;
                     self.materialize();
-                    self.fields.insert("message".to_owned(), other);
+                    self.fields_mut().insert("message".to_owned(), other);
                     return;
                 }
             }
         }
         self.materialize();
-        insert_path(&mut self.fields, path, value);
+        insert_path(self.fields_mut(), path, value);
     }
 
     /// Removes a field by path and returns it. `message` removes the message.
@@ -327,7 +456,7 @@ impl Event {
             return Some(Value::String(m.as_str().to_owned()));
         }
         self.materialize();
-        remove_path(&mut self.fields, path)
+        remove_path(self.fields_mut(), path)
     }
 
     /// Mutable access to every string field of the event (message first), for redaction.
@@ -343,7 +472,7 @@ impl Event {
         }
         self.materialize();
         let mut path = String::new();
-        walk_strings_mut(&mut self.fields, &mut path, &mut f);
+        walk_strings_mut(self.fields_mut(), &mut path, &mut f);
     }
 
     /// The names in `log.flags`.
@@ -356,6 +485,8 @@ impl Event {
 
     /// Writes the event as one JSON object (no trailing newline) straight into `out`.
     pub fn write_json(&self, out: &mut Vec<u8>) {
+        // Fields still in their text form hold none of the agent's own top-level names, nor
+        // `stream` or a shared metadata key (see `set_raw_fields`): only the map is looked at.
         let fields = &self.fields;
         let meta = self.meta();
         // Top-level keys the agent builds itself; a decoded field of the same name is merged
@@ -420,6 +551,13 @@ impl Event {
                 write_member(out, k, v);
             }
         }
+        if let Some(raw) = &self.raw {
+            let members = raw.members();
+            if !members.is_empty() {
+                out.push(b',');
+                out.extend_from_slice(members);
+            }
+        }
         for (k, v) in fields {
             write_member(out, k, v);
         }
@@ -475,10 +613,83 @@ impl Event {
                 merge_value(&mut root, k, v.clone());
             }
         }
-        for (k, v) in &self.fields {
+        for (k, v) in self.fields() {
             merge_value(&mut root, k, v.clone());
         }
         Value::Object(root)
+    }
+}
+
+/// The text of top-level member `key`'s value in `text`, an object validated as
+/// [`Event::set_raw_fields`] requires (so no key is escaped and no key repeats).
+fn raw_member<'a>(text: &'a [u8], key: &str) -> Option<&'a [u8]> {
+    let ws = |b: &[u8], mut i: usize| {
+        while matches!(b.get(i), Some(b' ' | b'\t')) {
+            i += 1;
+        }
+        i
+    };
+    // The index just past the string starting at `i` (a `"`).
+    let string_end = |b: &[u8], mut i: usize| {
+        i += 1;
+        while let Some(at) = memchr::memchr2(b'"', b'\\', b.get(i..)?) {
+            if b[i + at] == b'"' {
+                return Some(i + at + 1);
+            }
+            i += at + 2;
+        }
+        None
+    };
+    let mut i = ws(text, 1);
+    loop {
+        if text.get(i) != Some(&b'"') {
+            return None;
+        }
+        let key_end = string_end(text, i)?;
+        let name = text.get(i + 1..key_end - 1)?;
+        i = ws(text, key_end);
+        if text.get(i) != Some(&b':') {
+            return None;
+        }
+        let start = ws(text, i + 1);
+        i = start;
+        match *text.get(i)? {
+            b'"' => i = string_end(text, i)?,
+            b'{' | b'[' => {
+                let mut depth = 0usize;
+                loop {
+                    match *text.get(i)? {
+                        b'"' => {
+                            i = string_end(text, i)?;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                i += 1;
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                    i += 1;
+                }
+            }
+            _ => {
+                while !matches!(text.get(i), None | Some(b',' | b'}' | b' ' | b'\t')) {
+                    i += 1;
+                }
+            }
+        }
+        if name == key.as_bytes() {
+            return text.get(start..i);
+        }
+        i = ws(text, i);
+        if text.get(i) != Some(&b',') {
+            return None;
+        }
+        i = ws(text, i + 1);
     }
 }
 
@@ -580,7 +791,7 @@ fn walk_value_mut(v: &mut Value, path: &mut String, f: &mut impl FnMut(&str, &mu
 /// JSON (`"`, `\\`, or below 0x20); 0 when none does. Bits above the lowest flagged byte may
 /// be false positives (borrow propagation), so only the lowest one is used.
 #[inline(always)]
-fn escape_mask8(x: u64) -> u64 {
+pub(crate) fn escape_mask8(x: u64) -> u64 {
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
     // Bytes with the high bit set (UTF-8 beyond ASCII) never need escaping: `!x` masks them.
@@ -815,6 +1026,74 @@ mod tests {
         assert!(e.get("service").is_none());
         let e2 = Event::new(src, Text::from("m"), 0, 0);
         assert_eq!(e2.get("service").unwrap().to_text(), "api");
+    }
+
+    /// Undecoded fields read, change, clone, encode and survive the disk buffer's codec like
+    /// decoded ones.
+    #[test]
+    fn raw_fields_behave_like_decoded_ones() {
+        let line = Bytes::from_static(br#"  {"b":1,"a":{"x":"y"},"s":"t"}"#);
+        let mut e = Event::new(source(), Text::from("m"), 0, 0);
+        e.message = None;
+        e.set_raw_fields(line.slice(2..));
+        assert_eq!(e.get("s"), Some(FieldRef::Str("t")), "read from the text");
+        assert!(e.get("missing").is_none());
+        assert!(e.raw.as_ref().unwrap().decoded.get().is_none());
+        assert!(!e.fields_is_empty());
+        assert!(e.size_hint() > 160);
+        let mut out = Vec::new();
+        e.write_json(&mut out);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v, e.to_value());
+        assert_eq!(v["a"]["x"], "y");
+        assert_eq!(e.get("a.x").unwrap().to_text(), "y");
+        assert_eq!(e.get("b"), Some(FieldRef::Json(&Value::from(1))));
+        let mut fields = Vec::new();
+        e.write_fields_json(&mut fields);
+        assert_eq!(fields, br#"{"b":1,"a":{"x":"y"},"s":"t"}"#);
+
+        let mut enc = crate::buffer::disk::codec::Encoder::default();
+        let mut payload = Vec::new();
+        enc.encode(&e, &mut payload);
+        let back = crate::buffer::disk::codec::Decoder::default()
+            .decode(&Bytes::from(payload))
+            .unwrap();
+        assert_eq!(back.to_value(), e.to_value());
+
+        let mut c = e.clone();
+        c.for_each_string_mut(|_, s| s.make_ascii_uppercase());
+        assert!(c.raw_fields().is_none());
+        assert_eq!(c.get("s").unwrap().to_text(), "T");
+        assert_eq!(
+            e.get("s").unwrap().to_text(),
+            "t",
+            "the clone changed alone"
+        );
+        assert_eq!(e.remove("b"), Some(Value::from(1)));
+        assert!(e.get("b").is_none());
+        assert_eq!(e.fields().len(), 2);
+
+        let mut empty = Event::new(source(), Text::from("m"), 0, 0);
+        empty.set_raw_fields(Bytes::from_static(b"{ }"));
+        assert!(empty.fields_is_empty());
+        let mut out = Vec::new();
+        empty.write_json(&mut out);
+        assert!(serde_json::from_slice::<Value>(&out).is_ok());
+    }
+
+    #[test]
+    fn raw_member_finds_top_level_values() {
+        let text = br#"{ "a" : {"s":"}\"","n":[1,{"b":2}]} , "b":"x\"y","c":-1.5,"d":[],"e":"e"}"#;
+        assert_eq!(
+            raw_member(text, "a"),
+            Some(&br#"{"s":"}\"","n":[1,{"b":2}]}"#[..])
+        );
+        assert_eq!(raw_member(text, "b"), Some(&br#""x\"y""#[..]));
+        assert_eq!(raw_member(text, "c"), Some(&b"-1.5"[..]));
+        assert_eq!(raw_member(text, "d"), Some(&b"[]"[..]));
+        assert_eq!(raw_member(text, "e"), Some(&br#""e""#[..]));
+        assert_eq!(raw_member(text, "s"), None, "nested keys are not top-level");
+        assert_eq!(raw_member(b"{}", "a"), None);
     }
 
     #[test]

@@ -1,9 +1,14 @@
 //! `json`: decodes a JSON text field (the line, by default) into the event.
 //!
-//! On the hot path of JSON logs, so it decodes once, straight into the event's field map:
-//! when the event has no fields yet (the usual case) the decoded object *becomes* its map (a
-//! swap, no copy), and only the handful of names the agent builds itself are checked for
-//! clashes. With `target: ""` the decoded object replaces the text it came from: its key of
+//! On the hot path of JSON logs, so the usual case builds no tree at all: when the line is
+//! merged at the root of an event that has no fields yet, one validating scan ([`scan`])
+//! checks the object and its top-level names, and the event keeps the object's text (a slice
+//! of the line, no copy) as its fields; outputs splice it, and it is decoded only if
+//! something reads or changes a field by path. Anything outside the scan's strict subset of
+//! JSON (or clashing with a name the agent builds) takes the decoding path: decoded once,
+//! straight into the event's field map; when the event has no fields yet the decoded object
+//! *becomes* its map (a swap, no copy), and only the handful of names the agent builds itself
+//! are checked for clashes. Both paths give the same fields. With `target: ""` the decoded object replaces the text it came from: its key of
 //! the same name (`message`, usually) becomes the new value, otherwise the field is removed,
 //! so a JSON line is not shipped twice (raw and decoded). With a `target`, the text is kept
 //! and the decoded value goes under `target`.
@@ -20,6 +25,8 @@ use serde_json::{Map, Value};
 
 use super::{Processor, record_error};
 use crate::event::{Event, insert_path, lookup};
+
+mod scan;
 
 /// serde_json refuses deeper documents itself (its recursion limit), so no limit above it
 /// could ever be reached.
@@ -66,6 +73,10 @@ fn default_max_depth() -> usize {
 pub struct Json {
     cfg: JsonConfig,
     errors: metrics::Counter,
+    /// The configuration allows the undecoded fast path (`field: message`, `target: ""`, no
+    /// `expand_keys`).
+    raw_ok: bool,
+    scanner: scan::Scanner,
 }
 
 impl Json {
@@ -82,6 +93,8 @@ impl Json {
         Ok(Json {
             cfg: cfg.clone(),
             errors: super::error_counter(input_id, "json"),
+            raw_ok: cfg.field == "message" && cfg.target.is_empty() && !cfg.expand_keys,
+            scanner: scan::Scanner::default(),
         })
     }
 
@@ -92,13 +105,49 @@ impl Json {
         }
     }
 
-    fn decode_one(&self, e: &mut Event) {
+    /// The fast path: keeps the message's object undecoded as the event's fields when that
+    /// gives what decoding would (see the module doc); false when it does not apply.
+    fn keep_raw(&mut self, e: &mut Event) -> bool {
+        if !self.raw_ok || e.raw_fields().is_some() || !e.fields_is_empty() {
+            return false;
+        }
+        let Some(m) = &e.message else {
+            return false;
+        };
+        let stream = e.source.stream.is_some();
+        let meta = e.shared_meta();
+        let mut key_ok = |k: &[u8]| {
+            let agent_builds =
+                matches!(k, b"@timestamp" | b"message" | b"log" | b"host" | b"input")
+                    || (stream && k == b"stream");
+            !agent_builds
+                && meta
+                    .is_none_or(|meta| std::str::from_utf8(k).is_ok_and(|k| !meta.contains_key(k)))
+        };
+        let max_depth = self.cfg.max_depth;
+        let Some((start, end)) = self
+            .scanner
+            .object_span(m.as_bytes(), max_depth, &mut key_ok)
+        else {
+            return false;
+        };
+        let text = m.bytes().slice(start..end);
+        // The text the object came from is consumed (it has no `message` of its own).
+        e.message = None;
+        e.set_raw_fields(text);
+        true
+    }
+
+    fn decode_one(&mut self, e: &mut Event) {
+        if self.keep_raw(e) {
+            return;
+        }
         let field = self.cfg.field.as_str();
         let parsed = {
             let text = if field == "message" {
                 match &e.message {
                     Some(m) => m.as_str(),
-                    None => match lookup(&e.fields, field) {
+                    None => match lookup(e.fields(), field) {
                         Some(v) => return self.not_text(e, v.clone()),
                         None => return,
                     },
@@ -182,19 +231,19 @@ impl Json {
         e.materialize();
         let mut kept: Vec<String> = Vec::new();
         let overwrite = self.cfg.overwrite_keys;
-        if e.fields.is_empty() {
+        if e.fields_is_empty() {
             // The usual case: the decoded map becomes the event's map, then only the names
             // the agent builds itself need a look.
-            std::mem::swap(&mut e.fields, &mut obj);
+            e.set_fields(obj);
             for k in BUILT_IN {
-                if let Some(v) = e.fields.get(*k)
+                if let Some(v) = e.fields().get(*k)
                     && builtin_clash(k, v)
-                    && let Some(v) = e.fields.remove(*k)
+                    && let Some(v) = e.fields_mut().remove(*k)
                 {
                     self.place(e, k, v, overwrite, &mut kept);
                 }
             }
-            if let Some(v) = e.fields.remove("message") {
+            if let Some(v) = e.fields_mut().remove("message") {
                 self.place(e, "message", v, overwrite, &mut kept);
             }
         } else {
@@ -216,7 +265,7 @@ impl Json {
 
     /// Puts one decoded top-level key into the event, unless it clashes and may not overwrite.
     fn place(&self, e: &mut Event, k: &str, v: Value, overwrite: bool, kept: &mut Vec<String>) {
-        let clash = e.fields.contains_key(k)
+        let clash = e.fields().contains_key(k)
             || (k == "message" && e.message.is_some())
             || (BUILT_IN.contains(&k) && builtin_clash(k, &v));
         if clash && !overwrite {
@@ -226,7 +275,7 @@ impl Json {
         if k == "message" {
             e.insert("message", v);
         } else {
-            e.fields.insert(k.to_owned(), v);
+            e.fields_mut().insert(k.to_owned(), v);
         }
     }
 }
@@ -315,7 +364,7 @@ mod tests {
         assert_eq!(e.message_str(), "hi");
         assert_eq!(e.get("level").unwrap().to_text(), "info");
         assert_eq!(e.get("user.id").unwrap().to_text(), "7");
-        assert!(e.fields.contains_key("a.b"), "dotted keys stay literal");
+        assert!(e.fields().contains_key("a.b"), "dotted keys stay literal");
         assert!(e.get("error.message").is_none());
         let e = run(&mut p, r#"{"msg":"x"}"#);
         assert!(e.message.is_none(), "the raw line is consumed");
@@ -402,6 +451,91 @@ mod tests {
             serde_json::json!({"id": 7, "name": "a"})
         );
         assert!(Json::new(&serde_yaml_ng::from_str("{ max_depth: 0 }").unwrap(), "t").is_err());
+    }
+
+    /// The undecoded fast path and the decoding path give the same event, and the cases
+    /// the fast path must not take (names the agent builds, duplicates, escapes, exponents,
+    /// depth) are decoded.
+    #[test]
+    fn undecoded_path_matches_decoding() {
+        let cases: &[(&str, bool)] = &[
+            (
+                r#"{"ts":"2026-01-01T00:00:00Z","level":"info","seq":7,"lat":105.5,"ok":true,"n":null,"tags":["a","b"],"user":{"id":7,"name":"q\"x\"\/y"},"a.b":1}"#,
+                true,
+            ),
+            ("  {}  \r", true),
+            (r#"{"msg":"x","stream":"out"}"#, true),
+            (r#"{"message":"hi","level":"info"}"#, false),
+            (r#"{"log":{"level":"warn"},"x":1}"#, false),
+            (r#"{"host":"h"}"#, false),
+            (r#"{"@timestamp":"x"}"#, false),
+            (r#"{"a":1,"a":2}"#, false),
+            (r#"{"a":"\u00e9"}"#, false),
+            (r#"{"a":1e3}"#, false),
+            (r#"{"a":{"b":{"c":{}}}}"#, false),
+        ];
+        for (line, raw) in cases {
+            let mut fast = json("{ max_depth: 3 }");
+            let mut slow = json("{ max_depth: 3 }");
+            slow.raw_ok = false;
+            let (mut a, b) = (run(&mut fast, line), run(&mut slow, line));
+            a.timestamp = b.timestamp;
+            assert_eq!(a.raw_fields().is_some(), *raw, "{line}");
+            assert!(b.raw_fields().is_none());
+            assert_eq!(a.to_value(), b.to_value(), "{line}");
+            assert_eq!(a.message, b.message, "{line}");
+            let (mut x, mut y) = (Vec::new(), Vec::new());
+            a.write_json(&mut x);
+            b.write_json(&mut y);
+            let (x, y): (Value, Value) = (
+                serde_json::from_slice(&x).unwrap(),
+                serde_json::from_slice(&y).unwrap(),
+            );
+            assert_eq!(x, y, "{line}");
+            assert_eq!(x, a.to_value(), "{line}");
+        }
+    }
+
+    /// Shared metadata and a source `stream` keep their names off the fast path; a second
+    /// json processor, or any field change, decodes the kept text first.
+    #[test]
+    fn undecoded_fields_respect_meta_and_later_changes() {
+        let mut meta = Map::new();
+        meta.insert("env".into(), Value::String("prod".into()));
+        let src = std::sync::Arc::new(crate::event::Source {
+            meta: Some(std::sync::Arc::new(meta)),
+            stream: Some("stdout"),
+            ..Default::default()
+        });
+        let mk = |line: &str| Event::new(src.clone(), line.into(), 0, 0);
+        let mut p = json("{}");
+        let mut v = vec![
+            mk(r#"{"env":"dev"}"#),
+            mk(r#"{"stream":"x"}"#),
+            mk(r#"{"k":"v"}"#),
+        ];
+        p.process(&mut v);
+        assert!(v[0].raw_fields().is_none() && v[1].raw_fields().is_none());
+        assert!(
+            v[0].get("error.message").is_some(),
+            "env clashes with metadata"
+        );
+        let e = &mut v[2];
+        assert!(e.raw_fields().is_some());
+        assert_eq!(e.get("env").unwrap().to_text(), "prod");
+        assert_eq!(e.get("stream").unwrap().to_text(), "stdout");
+        assert_eq!(e.get("k").unwrap().to_text(), "v");
+        assert!(e.raw_fields().is_some(), "reading keeps the text");
+        e.insert("k2", Value::from(2));
+        assert!(e.raw_fields().is_none());
+        assert_eq!(e.to_value()["k"], "v", "a change keeps the decoded fields");
+        let mut second = json("{ field: k2, target: t }");
+        let mut one = vec![mk(r#"{"k":"v"}"#)];
+        p.process(&mut one);
+        one[0].insert("k2", Value::String("[1]".into()));
+        second.process(&mut one);
+        assert_eq!(one[0].get_value("t").unwrap(), serde_json::json!([1]));
+        assert_eq!(one[0].get("k").unwrap().to_text(), "v");
     }
 
     #[test]

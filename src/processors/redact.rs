@@ -189,9 +189,31 @@ struct Scanner {
     detectors: Vec<Detector>,
     /// Field names whose whole value is a secret (`password_kv` on).
     secret_key: Option<regex::Regex>,
+    /// Whether [`Scanner::may_match_raw`] may rule a whole JSON text out in one scan: no
+    /// pattern is anchored (`^`, `$`, `\A`, `\z`), so whatever matches inside one of its
+    /// strings also matches somewhere in the text.
+    raw_prefilter: bool,
 }
 
 impl Scanner {
+    /// Whether some value of the undecoded JSON object `raw` may need redacting; `false` is
+    /// a proof that none does, so the object need not be decoded.
+    ///
+    /// Why one scan of the whole text suffices: without a backslash, every string in `raw`
+    /// is its own value byte for byte, and it sits between two `"` (not word characters, just
+    /// like the start and end of a value), so a pattern that matches in a value matches in
+    /// `raw`. The text never holds a line break (see `Event::set_raw_fields`), so a field
+    /// whose name is password-like is matched by `password_kv` itself (`"token":"x"`,
+    /// `"pwd": 7`, `"secret":[`). The text's keys and numbers only add candidates: a false
+    /// alarm costs the ordinary per-value pass, never a miss.
+    fn may_match_raw(&mut self, raw: &[u8]) -> bool {
+        if !self.raw_prefilter || memchr::memchr(b'\\', raw).is_some() {
+            return true;
+        }
+        let input = Input::new(raw).earliest(true);
+        self.re.search_half_with(&mut self.cache, &input).is_some()
+    }
+
     /// `s` with every confirmed match replaced, or `None` when nothing matched (no copy).
     fn redact_str(&mut self, s: &str) -> Option<String> {
         let mut out: Option<String> = None;
@@ -297,6 +319,8 @@ impl Redact {
     pub fn new(c: &RedactConfig, input_id: &str) -> Result<Redact, (String, String)> {
         let mut patterns = Vec::new();
         let mut detectors = Vec::new();
+        // Built-in patterns are unanchored; an anchored custom one turns the prefilter off.
+        let mut raw_prefilter = true;
         for b in &c.builtins {
             patterns.push(b.pattern());
             detectors.push(Detector {
@@ -322,6 +346,9 @@ impl Redact {
                     format!("invalid regular expression: {e}"),
                 )
             })?;
+            if ["^", "$", "\\A", "\\z"].iter().any(|a| p.regex.contains(a)) {
+                raw_prefilter = false;
+            }
             patterns.push(p.regex.clone());
             detectors.push(Detector {
                 replacement: format!("[REDACTED:{}]", p.name),
@@ -380,6 +407,7 @@ impl Redact {
                 re,
                 detectors,
                 secret_key,
+                raw_prefilter,
             },
             fields: c.fields.clone(),
             hash_fields: c.hash_fields.clone(),
@@ -433,20 +461,29 @@ impl Redact {
                         e.materialize();
                     }
                 }
-                changed += u64::from(sc.redact_map(&mut e.fields));
+                // JSON fields still undecoded are decoded only when a scan of their text finds
+                // a candidate (most events hold no secret).
+                let clean = e.raw_fields().is_some_and(|raw| !sc.may_match_raw(raw));
+                if !clean {
+                    changed += u64::from(sc.redact_map(e.fields_mut()));
+                }
             }
             Some(paths) => {
+                // As above: undecoded fields whose text holds no candidate are left alone
+                // (shared metadata aside, which the paths may also name).
+                let clean = e.shared_meta().is_none()
+                    && e.raw_fields().is_some_and(|raw| !sc.may_match_raw(raw));
                 for path in paths {
                     if path == "message" {
                         changed += u64::from(sc.redact_message(e));
                         continue;
                     }
-                    if e.get(path).is_none() {
+                    if clean || e.get(path).is_none() {
                         continue;
                     }
                     e.materialize();
                     let key = path.rsplit('.').next();
-                    if let Some(v) = lookup_mut(&mut e.fields, path) {
+                    if let Some(v) = lookup_mut(e.fields_mut(), path) {
                         changed += u64::from(sc.redact_value(key, v));
                     }
                 }
@@ -746,6 +783,61 @@ mod tests {
         }
         assert_eq!(v[0].get("count").unwrap().to_text(), "3");
         assert_eq!(v[0].message_str(), "user [REDACTED:email] logged in");
+    }
+
+    /// Fields the json processor left undecoded: a clean object stays undecoded, and a
+    /// secret anywhere in it (value, password-like key, array, escaped text) is redacted as
+    /// in decoded fields.
+    #[test]
+    fn undecoded_json_fields() {
+        let mut chain = crate::processors::Chain::build(
+            &serde_json::from_value::<Vec<crate::processors::ProcessorConfig>>(
+                serde_json::json!([{ "json": {} }, { "redact": {} }]),
+            )
+            .unwrap(),
+            "t",
+        )
+        .unwrap();
+        let lines = [
+            r#"{"msg":"all fine","seq":1,"id":"9f2c4e1a7b3d4c5e8f901a2b3c4d5e6f"}"#,
+            r#"{"msg":"mail bob@example.com","seq":2}"#,
+            r#"{"pwd":12345,"seq":3}"#,
+            r#"{"Client_Secret" :  "abc","seq":4}"#,
+            r#"{"t":["ok",{"token":true}],"seq":5}"#,
+            r#"{"card":"4111 1111 1111 1111","seq":6}"#,
+            r#"{"msg":"q\"bob@example.com\"","seq":7}"#,
+        ];
+        let mut v: Vec<Event> = lines.iter().map(|l| Event::synthetic("t", l)).collect();
+        chain.run(&mut v);
+        assert!(
+            v[0].raw_fields().is_some(),
+            "nothing to redact: not decoded"
+        );
+        assert_eq!(v[0].get("msg").unwrap().to_text(), "all fine");
+        for (e, secret) in v[1..].iter().zip([
+            "bob@example.com",
+            "12345",
+            "abc",
+            "true",
+            "4111 1111 1111 1111",
+            "bob@example.com",
+        ]) {
+            let out = e.to_value().to_string();
+            assert!(!out.contains(secret), "{secret} in {out}");
+            assert!(out.contains("[REDACTED:"), "{out}");
+        }
+        // An anchored custom pattern cannot be checked on the whole text: decode.
+        let mut anchored = redact("{ builtins: [], patterns: [{ name: whole, regex: '^x$' }] }");
+        let mut p = crate::processors::json::Json::new(
+            &serde_json::from_value(serde_json::json!({})).unwrap(),
+            "t",
+        )
+        .unwrap();
+        let mut v = vec![Event::synthetic("t", r#"{"a":"x"}"#)];
+        crate::processors::Processor::process(&mut p, &mut v);
+        assert!(v[0].raw_fields().is_some());
+        anchored.process(&mut v);
+        assert_eq!(v[0].get("a").unwrap().to_text(), "[REDACTED:whole]");
     }
 
     #[test]

@@ -95,13 +95,12 @@ impl Encoder {
             }
             None => out.push(0),
         }
-        if e.fields.is_empty() {
+        if e.fields_is_empty() {
             put_len(out, 0);
         } else {
             let at = out.len();
             put_len(out, 0);
-            // Serializing a Map into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut *out, &e.fields);
+            e.write_fields_json(out);
             let n = out.len() - at - 4;
             out[at..at + 4].copy_from_slice(&(n as u32).to_le_bytes());
         }
@@ -210,7 +209,7 @@ impl Decoder {
         let mut e = Event::new(source, Text::default(), offset, timestamp);
         e.message = message;
         e.flags = flags;
-        e.fields = fields;
+        e.set_fields(fields);
         Ok(e)
     }
 }
