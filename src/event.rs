@@ -91,6 +91,27 @@ impl std::fmt::Debug for Text {
     }
 }
 
+/// The JSON members (`,"k":v...`) of the last shared metadata map seen, keyed by its `Arc`
+/// (kept alive here, so the pointer cannot be reused by another map while cached).
+#[derive(Default)]
+pub struct MetaCache {
+    key: Option<Arc<Map<String, Value>>>,
+    json: Vec<u8>,
+}
+
+impl MetaCache {
+    fn json(&mut self, meta: &Arc<Map<String, Value>>) -> &[u8] {
+        if !self.key.as_ref().is_some_and(|k| Arc::ptr_eq(k, meta)) {
+            self.json.clear();
+            for (k, v) in meta.iter() {
+                write_member(&mut self.json, k, v);
+            }
+            self.key = Some(meta.clone());
+        }
+        &self.json
+    }
+}
+
 /// What every event from one source (a file, a container stream) shares.
 #[derive(Debug, Default, Clone)]
 pub struct Source {
@@ -485,6 +506,13 @@ impl Event {
 
     /// Writes the event as one JSON object (no trailing newline) straight into `out`.
     pub fn write_json(&self, out: &mut Vec<u8>) {
+        self.write_json_cached(out, &mut MetaCache::default());
+    }
+
+    /// [`write_json`](Self::write_json), taking the shared metadata's JSON from `cache`: a
+    /// batch's events mostly share one source's metadata (a container's id, name, labels),
+    /// which is then serialized once per batch instead of once per event.
+    pub fn write_json_cached(&self, out: &mut Vec<u8>, cache: &mut MetaCache) {
         // Fields still in their text form hold none of the agent's own top-level names, nor
         // `stream` or a shared metadata key (see `set_raw_fields`): only the map is looked at.
         let fields = &self.fields;
@@ -543,12 +571,18 @@ impl Event {
             out.extend_from_slice(s.as_bytes());
             out.push(b'"');
         }
-        if let Some(meta) = meta {
-            for (k, v) in meta {
-                if fields.contains_key(k) {
-                    continue;
+        match self.shared_meta() {
+            // No own field overrides a shared one: the cached text is exact.
+            Some(shared) if fields.is_empty() => out.extend_from_slice(cache.json(shared)),
+            _ => {
+                if let Some(meta) = meta {
+                    for (k, v) in meta {
+                        if fields.contains_key(k) {
+                            continue;
+                        }
+                        write_member(out, k, v);
+                    }
                 }
-                write_member(out, k, v);
             }
         }
         if let Some(raw) = &self.raw {
@@ -1026,6 +1060,41 @@ mod tests {
         assert!(e.get("service").is_none());
         let e2 = Event::new(src, Text::from("m"), 0, 0);
         assert_eq!(e2.get("service").unwrap().to_text(), "api");
+    }
+
+    /// One cache across a batch of events from several sources, some with their own fields
+    /// overriding a shared one: each event encodes exactly as without the cache.
+    #[test]
+    fn cached_metadata_encodes_like_the_map() {
+        let source_with = |name: &str| {
+            let mut c = Map::new();
+            c.insert("name".into(), Value::String(name.into()));
+            let mut meta = Map::new();
+            meta.insert("container".into(), Value::Object(c));
+            meta.insert("service".into(), Value::String("api".into()));
+            Arc::new(Source {
+                meta: Some(Arc::new(meta)),
+                ..Source::default()
+            })
+        };
+        let (a, b) = (source_with("a"), source_with("b\"q"));
+        let mut events = Vec::new();
+        for (i, src) in [&a, &a, &b, &a, &b].into_iter().enumerate() {
+            events.push(Event::new(src.clone(), Text::from("m"), i as u64, 0));
+        }
+        events[3].insert("service", Value::String("own".into()));
+        let mut cache = MetaCache::default();
+        for e in &events {
+            let (mut cached, mut plain) = (Vec::new(), Vec::new());
+            e.write_json_cached(&mut cached, &mut cache);
+            e.write_json(&mut plain);
+            assert_eq!(cached, plain);
+        }
+        let mut out = Vec::new();
+        events[3].write_json_cached(&mut out, &mut cache);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["service"], "own");
+        assert_eq!(v["container"]["name"], "a");
     }
 
     /// Undecoded fields read, change, clone, encode and survive the disk buffer's codec like

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::event::{Event, Source, write_json_str};
+use crate::event::{Event, MetaCache, Source, write_json_str};
 use crate::outputs::template::Template;
 
 /// The bulk operation.
@@ -95,6 +95,7 @@ impl Encoder {
         let mut action: Vec<u8> = Vec::new();
         let mut last_hour: Option<i64> = None;
         let mut ids = IdPrefix::default();
+        let mut meta = MetaCache::default();
         for (i, e) in events.iter().enumerate() {
             let fresh = match self.kind {
                 TemplateKind::Static => action.is_empty(),
@@ -128,7 +129,7 @@ impl Encoder {
                 out.push(b'"');
             }
             out.extend_from_slice(b"}}\n");
-            e.write_json(out);
+            e.write_json_cached(out, &mut meta);
             out.push(b'\n');
             body.docs += 1;
         }

@@ -12,7 +12,7 @@ use std::io::Write;
 use flate2::Compression;
 use flate2::write::ZlibEncoder;
 
-use crate::event::Event;
+use crate::event::{Event, MetaCache};
 
 pub const VERSION: u8 = b'2';
 pub const WINDOW: u8 = b'W';
@@ -66,6 +66,7 @@ impl WindowEncoder {
 
 /// Appends one `2J` frame per event, numbered from 1.
 pub fn write_json_frames(events: &[Event], out: &mut Vec<u8>) {
+    let mut meta = MetaCache::default();
     for (i, e) in events.iter().enumerate() {
         out.push(VERSION);
         out.push(JSON);
@@ -73,16 +74,16 @@ pub fn write_json_frames(events: &[Event], out: &mut Vec<u8>) {
         let len_at = out.len();
         out.extend_from_slice(&[0; 4]);
         let start = out.len();
-        write_event(e, out);
+        write_event(e, out, &mut meta);
         let len = (out.len() - start) as u32;
         out[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
     }
 }
 
 /// The event's ECS JSON with `@metadata` added as its last member.
-pub fn write_event(e: &Event, out: &mut Vec<u8>) {
+pub fn write_event(e: &Event, out: &mut Vec<u8>, meta: &mut MetaCache) {
     let start = out.len();
-    e.write_json(out);
+    e.write_json_cached(out, meta);
     if out.len() > start + 1 && out.last() == Some(&b'}') {
         out.pop();
         out.extend_from_slice(METADATA);
