@@ -97,9 +97,21 @@ impl std::fmt::Debug for Text {
 pub struct MetaCache {
     key: Option<Arc<Map<String, Value>>>,
     json: Vec<u8>,
+    /// The last `log.file.path` seen, and its JSON string.
+    path: Option<Arc<str>>,
+    path_json: Vec<u8>,
 }
 
 impl MetaCache {
+    fn path_json(&mut self, path: &Arc<str>) -> &[u8] {
+        if !self.path.as_ref().is_some_and(|k| Arc::ptr_eq(k, path)) {
+            self.path_json.clear();
+            write_json_str(&mut self.path_json, path);
+            self.path = Some(path.clone());
+        }
+        &self.path_json
+    }
+
     fn json(&mut self, meta: &Arc<Map<String, Value>>) -> &[u8] {
         if !self.key.as_ref().is_some_and(|k| Arc::ptr_eq(k, meta)) {
             self.json.clear();
@@ -531,13 +543,13 @@ impl Event {
         out.push(b'"');
         if let Some(m) = &self.message {
             out.extend_from_slice(b",\"message\":");
-            write_json_str(out, m.as_str());
+            write_json_utf8(out, m.as_bytes());
         }
         out.extend_from_slice(b",\"log\":{");
         let mut first = true;
         if let Some(p) = &self.source.path {
             out.extend_from_slice(b"\"file\":{\"path\":");
-            write_json_str(out, p);
+            out.extend_from_slice(cache.path_json(p));
             out.extend_from_slice(b"},\"offset\":");
             out.extend_from_slice(itoa_u64(self.offset).as_bytes());
             first = false;
@@ -840,8 +852,12 @@ pub(crate) fn escape_mask8(x: u64) -> u64 {
 /// Writes `s` as a JSON string literal, escaping only what JSON requires. Scans 8 bytes at a
 /// time (SWAR) and copies clean runs whole: messages rarely need escaping.
 pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    write_json_utf8(out, s.as_bytes())
+}
+
+/// [`write_json_str`] for bytes known to be UTF-8 (a [`Text`]'s), without checking again.
+fn write_json_utf8(out: &mut Vec<u8>, bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bytes = s.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     let mut start = 0;
@@ -1074,6 +1090,7 @@ mod tests {
             meta.insert("service".into(), Value::String("api".into()));
             Arc::new(Source {
                 meta: Some(Arc::new(meta)),
+                path: Some(Arc::from(format!("/var/log/{name}.log"))),
                 ..Source::default()
             })
         };
@@ -1095,6 +1112,7 @@ mod tests {
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["service"], "own");
         assert_eq!(v["container"]["name"], "a");
+        assert_eq!(v["log"]["file"]["path"], "/var/log/a.log");
     }
 
     /// Undecoded fields read, change, clone, encode and survive the disk buffer's codec like
