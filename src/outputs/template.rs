@@ -112,20 +112,27 @@ impl Template {
     pub fn render_into(&self, e: &Event, out: &mut String) -> Result<(), String> {
         self.render_with(
             e.timestamp,
-            |p| e.get(p).map(|v| v.to_text().into_owned()),
+            |p, out| match e.get(p) {
+                Some(v) => {
+                    out.push_str(&v.to_text());
+                    true
+                }
+                None => false,
+            },
             out,
         )
     }
 
     /// Renders with the time alone (fields missing), e.g. a file path with `%Y-%m-%d`.
     pub fn render_time(&self, nanos: i64, out: &mut String) -> Result<(), String> {
-        self.render_with(nanos, |_| None, out)
+        self.render_with(nanos, |_, _| false, out)
     }
 
     fn render_with(
         &self,
         nanos: i64,
-        field: impl Fn(&str) -> Option<String>,
+        // Appends the field's text to the string; false when the event has no such field.
+        field: impl Fn(&str, &mut String) -> bool,
         out: &mut String,
     ) -> Result<(), String> {
         out.clear();
@@ -136,10 +143,10 @@ impl Template {
         for p in &self.parts {
             match p {
                 Part::Lit(s) => out.push_str(s),
-                Part::Field { path, default } => match (field(path), default) {
-                    (Some(v), _) => out.push_str(&v),
-                    (None, Some(d)) => out.push_str(d),
-                    (None, None) => {
+                Part::Field { path, default } => match (field(path, out), default) {
+                    (true, _) => {}
+                    (false, Some(d)) => out.push_str(d),
+                    (false, None) => {
                         return Err(format!("template field `{path}` is missing from the event"));
                     }
                 },
