@@ -3,41 +3,31 @@
 use std::time::Duration;
 
 use crate::util::{
-    Sandbox, append_lines, free_port, line, message_counts, read_ndjson, wait_until,
+    Sandbox, app_config_with_api, append_lines, free_port, line, message_counts, read_ndjson,
+    wait_until,
 };
 
 fn config(port: u16, with_second_input: bool, out_name: &str) -> String {
-    let mut s = format!(
-        r#"
-data_dir: {{dir}}/data
-api: {{ listen: "127.0.0.1:{port}" }}
-inputs:
-  - id: app
-    type: file
-    paths: ["{{dir}}/logs/*.log"]
-    start_at: beginning
-    scan_interval: 100ms
-"#
-    );
-    if with_second_input {
-        s.push_str(
-            r#"  - id: more
+    let more = if with_second_input {
+        r#"  - id: more
     type: file
     paths: ["{dir}/more/*.log"]
     start_at: beginning
-    scan_interval: 100ms
-"#,
-        );
-    }
-    s.push_str(&format!(
-        r#"outputs:
-  - id: out
+    scan_interval: 100ms"#
+    } else {
+        ""
+    };
+    app_config_with_api(
+        &format!(r#"{{ listen: "127.0.0.1:{port}" }}"#),
+        "",
+        more,
+        &format!(
+            r#"  - id: out
     type: file
     path: "{{dir}}/{out_name}"
-    batch: {{ max_events: 200, timeout: 50ms }}
-"#
-    ));
-    s
+    batch: {{ max_events: 200, timeout: 50ms }}"#
+        ),
+    )
 }
 
 fn all_events(sb: &Sandbox) -> Vec<serde_json::Value> {

@@ -242,13 +242,19 @@ pub fn free_port() -> u16 {
 
 /// The config most tests start from: state under the sandbox, no API, one file input `app`
 /// over `{dir}/logs/*.log` read from the beginning and scanned every 100 ms. `top` adds
-/// top-level keys (whole lines), `input` adds lines to the input, `outputs` is the list of
-/// outputs (items indented by two spaces). `{dir}` is left for [`Sandbox::config`].
+/// top-level keys (whole lines), `input` adds lines to the input (or further inputs),
+/// `outputs` is the list of outputs (items indented by two spaces). `{dir}` is left for
+/// [`Sandbox::config`].
 pub fn app_config(top: &str, input: &str, outputs: &str) -> String {
+    app_config_with_api("{ enabled: false }", top, input, outputs)
+}
+
+/// [`app_config`] with `api` set to `api` (a YAML flow mapping).
+pub fn app_config_with_api(api: &str, top: &str, input: &str, outputs: &str) -> String {
     format!(
         r#"
 data_dir: {{dir}}/data
-api: {{ enabled: false }}
+api: {api}
 {top}
 inputs:
   - id: app
