@@ -103,6 +103,20 @@ impl Template {
         self.parts.iter().any(|p| matches!(p, Part::Field { .. }))
     }
 
+    /// Whether the template renders the same for every event of one source: its fields are
+    /// only ones the source fixes (`Event::get` answers them from the source, whatever the
+    /// event's own fields), and it takes no time.
+    pub fn is_per_source(&self) -> bool {
+        self.parts.iter().all(|p| match p {
+            Part::Lit(_) => true,
+            Part::Field { path, .. } => matches!(
+                path.as_str(),
+                "host.name" | "input.id" | "input.type" | "log.file.path"
+            ),
+            _ => false,
+        })
+    }
+
     /// Whether the template is the same for every event.
     pub fn is_static(&self) -> bool {
         self.parts.iter().all(|p| matches!(p, Part::Lit(_)))

@@ -12,10 +12,11 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 
-use crate::event::{Event, write_json_str};
+use crate::event::{Event, Source, write_json_str};
 use crate::outputs::template::Template;
 
 /// `logproto.PushRequest`.
@@ -189,7 +190,18 @@ impl Shape {
         // The label values of the current event, concatenated; `pairs` holds (label, range).
         let mut values = String::new();
         let mut pairs: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
+        // Labels that only a source decides (`input.id`, `host.name`, ...) are rendered once
+        // per run of events from one source: (that source, its stream).
+        let per_source = self.labels.iter().all(|(_, t)| t.is_per_source());
+        let mut last: Option<(*const Source, u32)> = None;
         'events: for e in events {
+            if let Some((src, s)) = last
+                && std::ptr::eq(src, Arc::as_ptr(&e.source))
+            {
+                p.streams[s as usize].entries.push(p.placement.len() as u32);
+                p.placement.push(Placement::Stream(s));
+                continue;
+            }
             key.clear();
             key.push('{');
             pairs.clear();
@@ -240,6 +252,9 @@ impl Shape {
             };
             p.streams[s as usize].entries.push(i);
             p.placement.push(Placement::Stream(s));
+            if per_source {
+                last = Some((Arc::as_ptr(&e.source), s));
+            }
         }
         for s in &mut p.streams {
             s.entries.sort_by_key(|&i| events[i as usize].timestamp);
@@ -578,6 +593,67 @@ mod tests {
         missing.timestamp = 1;
         v.push(missing);
         v
+    }
+
+    /// Labels fixed by the source are rendered once per run of one source's events, and the
+    /// grouping is the same as rendering every event: runs of sources interleave, an event
+    /// with its own fields changes nothing, a source-fixed field that is missing rejects each
+    /// of its events.
+    #[test]
+    fn per_source_labels_group_like_rendering_every_event() {
+        let a = Event::synthetic("a", "1");
+        let b = Event::synthetic("b", "2");
+        let mut own = a.clone();
+        own.insert("input", Value::String("not this".into()));
+        let ev = vec![a.clone(), a.clone(), b.clone(), own, a, b];
+        let labels = |extra: bool| {
+            let mut l = vec![
+                ("host".into(), Template::parse("h-{{ host.name }}").unwrap()),
+                ("job".into(), Template::parse("{{ input.id }}").unwrap()),
+            ];
+            if extra {
+                // Not fixed by the source: every event is rendered.
+                l.push((
+                    "z".into(),
+                    Template::parse("{{ nothing | default: \"z\" }}").unwrap(),
+                ));
+            }
+            Shape {
+                labels: l,
+                metadata: Vec::new(),
+                line: LineMode::Message,
+            }
+        };
+        assert!(labels(false).labels.iter().all(|(_, t)| t.is_per_source()));
+        assert!(!labels(true).labels.iter().all(|(_, t)| t.is_per_source()));
+        let (fast, slow) = (labels(false).prepare(&ev), labels(true).prepare(&ev));
+        let entries = |p: &Prepared| {
+            p.streams
+                .iter()
+                .map(|s| s.entries.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(entries(&fast), vec![vec![0, 1, 3, 4], vec![2, 5]]);
+        assert_eq!(entries(&fast), entries(&slow));
+        assert_eq!(fast.streams[0].labels, r#"{host="h-", job="a"}"#);
+        assert_eq!(fast.streams[1].labels, r#"{host="h-", job="b"}"#);
+
+        let path_only = Shape {
+            labels: vec![(
+                "file".into(),
+                Template::parse("{{ log.file.path }}").unwrap(),
+            )],
+            metadata: Vec::new(),
+            line: LineMode::Message,
+        };
+        let p = path_only.prepare(&ev);
+        assert!(p.streams.is_empty());
+        assert_eq!(p.placement.len(), ev.len());
+        assert!(
+            p.placement
+                .iter()
+                .all(|pl| matches!(pl, Placement::Rejected(_)))
+        );
     }
 
     #[test]
