@@ -518,13 +518,18 @@ impl Event {
 
     /// Writes the event as one JSON object (no trailing newline) straight into `out`.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        self.write_json_cached(out, &mut MetaCache::default());
+        self.write_json_with(out, None);
     }
 
     /// [`write_json`](Self::write_json), taking the shared metadata's JSON from `cache`: a
     /// batch's events mostly share one source's metadata (a container's id, name, labels),
     /// which is then serialized once per batch instead of once per event.
     pub fn write_json_cached(&self, out: &mut Vec<u8>, cache: &mut MetaCache) {
+        self.write_json_with(out, Some(cache));
+    }
+
+    /// Without a cache, the path and the shared metadata are written straight into `out`.
+    fn write_json_with(&self, out: &mut Vec<u8>, mut cache: Option<&mut MetaCache>) {
         // Fields still in their text form hold none of the agent's own top-level names, nor
         // `stream` or a shared metadata key (see `set_raw_fields`): only the map is looked at.
         let fields = &self.fields;
@@ -549,7 +554,10 @@ impl Event {
         let mut first = true;
         if let Some(p) = &self.source.path {
             out.extend_from_slice(b"\"file\":{\"path\":");
-            out.extend_from_slice(cache.path_json(p));
+            match cache.as_deref_mut() {
+                Some(c) => out.extend_from_slice(c.path_json(p)),
+                None => write_json_str(out, p),
+            }
             out.extend_from_slice(b"},\"offset\":");
             out.extend_from_slice(itoa_u64(self.offset).as_bytes());
             first = false;
@@ -583,9 +591,9 @@ impl Event {
             out.extend_from_slice(s.as_bytes());
             out.push(b'"');
         }
-        match self.shared_meta() {
+        match (self.shared_meta(), cache) {
             // No own field overrides a shared one: the cached text is exact.
-            Some(shared) if fields.is_empty() => out.extend_from_slice(cache.json(shared)),
+            (Some(shared), Some(c)) if fields.is_empty() => out.extend_from_slice(c.json(shared)),
             _ => {
                 if let Some(meta) = meta {
                     for (k, v) in meta {

@@ -12,7 +12,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::config::{ConfigSource, Diagnostic};
-use crate::event::Event;
+use crate::event::{Event, MetaCache};
 use crate::outputs::stdout::{LineFormat, encode_lines};
 use crate::outputs::template::Template;
 use crate::outputs::{Output, OutputContext, OutputSpec, SendOutcome};
@@ -70,6 +70,7 @@ impl Output for FileOutput {
         let mut path = String::new();
         // The path changes at most every hour (%H is the finest unit): render once per hour.
         let mut rendered_hour = None;
+        let mut meta = MetaCache::default();
         for e in events {
             let hour = e.timestamp.div_euclid(3_600_000_000_000);
             if rendered_hour != Some(hour) {
@@ -85,11 +86,11 @@ impl Output for FileOutput {
             }
             match groups.last_mut() {
                 Some((p, buf)) if p.as_os_str() == path.as_str() => {
-                    encode_lines(std::slice::from_ref(e), self.format, buf)
+                    encode_lines(std::slice::from_ref(e), self.format, buf, &mut meta)
                 }
                 _ => {
                     let mut buf = Vec::with_capacity(events.len() * 300);
-                    encode_lines(std::slice::from_ref(e), self.format, &mut buf);
+                    encode_lines(std::slice::from_ref(e), self.format, &mut buf, &mut meta);
                     groups.push((PathBuf::from(&path), buf));
                 }
             }

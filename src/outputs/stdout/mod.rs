@@ -8,7 +8,7 @@ use futures_util::future::BoxFuture;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::event::Event;
+use crate::event::{Event, MetaCache};
 use crate::outputs::{Output, OutputContext, OutputSpec, SendOutcome};
 
 /// How an event is written on one line.
@@ -53,11 +53,17 @@ pub struct Stdout {
     format: LineFormat,
 }
 
-/// Encodes events one per line.
-pub fn encode_lines(events: &[Event], format: LineFormat, out: &mut Vec<u8>) {
+/// Encodes events one per line; `cache` holds the last source's shared metadata as JSON
+/// (keep one per batch).
+pub fn encode_lines(
+    events: &[Event],
+    format: LineFormat,
+    out: &mut Vec<u8>,
+    cache: &mut MetaCache,
+) {
     for e in events {
         match format {
-            LineFormat::Json => e.write_json(out),
+            LineFormat::Json => e.write_json_cached(out, cache),
             LineFormat::Text => out.extend_from_slice(e.message_str().as_bytes()),
         }
         out.push(b'\n');
@@ -67,7 +73,7 @@ pub fn encode_lines(events: &[Event], format: LineFormat, out: &mut Vec<u8>) {
 impl Output for Stdout {
     fn send<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, SendOutcome> {
         let mut buf = Vec::with_capacity(events.len() * 300);
-        encode_lines(events, self.format, &mut buf);
+        encode_lines(events, self.format, &mut buf, &mut MetaCache::default());
         Box::pin(async move {
             let res = tokio::task::spawn_blocking(move || {
                 let mut out = std::io::stdout().lock();
